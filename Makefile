@@ -1,0 +1,38 @@
+# activity_core: PGXS build, and the two commands of the README.
+#   make && make install   build and install the extension
+#   make test              install everything, start the stack, run every suite
+#   make demo / make stop  start / stop the local stack with sample definitions
+
+EXTENSION = activity_core
+EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = activity_core
+OBJS = \
+	src/activity_core.o \
+	src/cron.o \
+	src/guc.o \
+	src/timezone.o \
+	src/validate.o
+
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION)--*.sql
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -DAC_VERSION=\"$(EXTVERSION)\"
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
+	cp $< $@
+
+.PHONY: test demo stop
+test:
+	bash test/run.sh
+
+demo:
+	bash test/demo.sh
+
+stop:
+	bash test/stack.sh stop .local

@@ -1,0 +1,540 @@
+/*-------------------------------------------------------------------------
+ *
+ * cron.c
+ *	  Validator for the cron grammar that Temporal Schedules accept.
+ *
+ * Temporal compiles a schedule's cronString on the server; an expression it
+ * refuses would only surface later, in the dispatcher.  This file checks the
+ * same grammar at INSERT time: an optional "CRON_TZ=zone " or "TZ=zone "
+ * prefix, an optional "# comment", "@every <duration>[/<phase>]", the
+ * @yearly..@hourly macros, and calendar expressions of 5, 6 or 7 fields made
+ * of "*", values, ranges, steps and comma lists, with month and weekday
+ * names.  It is plain C with no PostgreSQL calls so that it can be fuzzed
+ * and benchmarked on its own.
+ *
+ * IDENTIFICATION
+ *	  src/cron.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cron.h"
+
+#define NSEC_PER_SEC	INT64_C(1000000000)
+
+typedef enum FieldMode
+{
+	MODE_INT,
+	MODE_MONTH,
+	MODE_DOW
+} FieldMode;
+
+typedef struct FieldSpec
+{
+	const char *name;
+	int			min;
+	int			max;
+	FieldMode	mode;
+} FieldSpec;
+
+static const FieldSpec field_second = {"second", 0, 59, MODE_INT};
+static const FieldSpec field_minute = {"minute", 0, 59, MODE_INT};
+static const FieldSpec field_hour = {"hour", 0, 23, MODE_INT};
+static const FieldSpec field_dom = {"day-of-month", 1, 31, MODE_INT};
+static const FieldSpec field_month = {"month", 1, 12, MODE_MONTH};
+static const FieldSpec field_dow = {"day-of-week", 0, 7, MODE_DOW};
+static const FieldSpec field_year = {"year", 2000, 2100, MODE_INT};
+
+static const char *const month_names[] = {
+	"january", "february", "march", "april", "may", "june", "july",
+	"august", "september", "october", "november", "december"
+};
+
+static const char *const dow_names[] = {
+	"sunday", "monday", "tuesday", "wednesday", "thursday", "friday",
+	"saturday"
+};
+
+static bool cron_fail(AcCronResult *res, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+
+/* Format an error message into the result. */
+static bool
+cron_fail(AcCronResult *res, const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+/* Return the byte length of the white-space character at p, or 0. */
+static int
+space_len(const unsigned char *p)
+{
+	if (*p == ' ' || (*p >= '\t' && *p <= '\r'))
+		return 1;
+	/* U+0085 and U+00A0 */
+	if (p[0] == 0xC2 && (p[1] == 0x85 || p[1] == 0xA0))
+		return 2;
+	/* U+1680 */
+	if (p[0] == 0xE1 && p[1] == 0x9A && p[2] == 0x80)
+		return 3;
+	/* U+2000..U+200A, U+2028, U+2029, U+202F, U+205F */
+	if (p[0] == 0xE2 && p[1] == 0x80 &&
+		((p[2] >= 0x80 && p[2] <= 0x8A) || p[2] == 0xA8 || p[2] == 0xA9 ||
+		 p[2] == 0xAF))
+		return 3;
+	if (p[0] == 0xE2 && p[1] == 0x81 && p[2] == 0x9F)
+		return 3;
+	/* U+3000 */
+	if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80)
+		return 3;
+	return 0;
+}
+
+/* Parse a whole token as a decimal integer with optional sign. */
+static bool
+parse_int(const char *s, size_t len, long *out)
+{
+	size_t		i = 0;
+	bool		neg = false;
+	long		v = 0;
+
+	if (len > 0 && (s[0] == '+' || s[0] == '-'))
+	{
+		neg = (s[0] == '-');
+		i = 1;
+	}
+	if (i >= len)
+		return false;
+	for (; i < len; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		if (v > (LONG_MAX - (s[i] - '0')) / 10)
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = neg ? -v : v;
+	return true;
+}
+
+/* Match a month or weekday name prefix; returns index or -1. */
+static int
+match_name(const char *s, size_t len, const char *const *names, int n,
+		   size_t minlen)
+{
+	char		lower[16];
+
+	if (len < minlen || len >= sizeof(lower))
+		return -1;
+	for (size_t i = 0; i < len; i++)
+		lower[i] = (char) tolower((unsigned char) s[i]);
+	for (int i = 0; i < n; i++)
+	{
+		if (strlen(names[i]) >= len && strncmp(names[i], lower, len) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Parse one value of a field (number or name) within [lo, max]. */
+static bool
+parse_value(const FieldSpec *f, const char *s, size_t len, int lo,
+			int *out, AcCronResult *res)
+{
+	long		v = -1;
+	bool		named = false;
+
+	if (f->mode == MODE_MONTH)
+	{
+		int			i = match_name(s, len, month_names, 12, 3);
+
+		if (i >= 0)
+		{
+			v = i + 1;
+			named = true;
+		}
+	}
+	else if (f->mode == MODE_DOW)
+	{
+		int			i = match_name(s, len, dow_names, 7, 2);
+
+		if (i >= 0)
+		{
+			v = i;
+			named = true;
+		}
+	}
+	if (!named && !parse_int(s, len, &v))
+	{
+		if (f->mode == MODE_MONTH)
+			return cron_fail(res, "%s field: \"%.*s\" is not a number or a month name",
+							 f->name, (int) len, s);
+		if (f->mode == MODE_DOW)
+			return cron_fail(res, "%s field: \"%.*s\" is not a number or a weekday name",
+							 f->name, (int) len, s);
+		return cron_fail(res, "%s field: \"%.*s\" is not a number",
+						 f->name, (int) len, s);
+	}
+	if (v < lo || v > f->max)
+	{
+		if (lo > f->min)
+			return cron_fail(res, "%s field: range end \"%.*s\" is before its start or out of range %d-%d",
+							 f->name, (int) len, s, f->min, f->max);
+		return cron_fail(res, "%s field: %.*s is out of range %d-%d",
+						 f->name, (int) len, s, f->min, f->max);
+	}
+	*out = (int) v;
+	return true;
+}
+
+/* Return the number of occurrences of c in s[0..len). */
+static int
+count_char(const char *s, size_t len, char c)
+{
+	int			n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		if (s[i] == c)
+			n++;
+	return n;
+}
+
+/* Check one comma-separated element: *, x, x-z, with optional /step. */
+static bool
+check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
+{
+	size_t		body = len;
+	int			start;
+	int			end;
+
+	if (count_char(s, len, '/') > 0)
+	{
+		const char *slash = memchr(s, '/', len);
+		long		step;
+
+		if (count_char(s, len, '/') != 1)
+			return cron_fail(res, "%s field: \"%.*s\" has more than one \"/\"",
+							 f->name, (int) len, s);
+		body = (size_t) (slash - s);
+		if (!parse_int(slash + 1, len - body - 1, &step))
+			return cron_fail(res, "%s field: step \"%.*s\" is not a number",
+							 f->name, (int) (len - body - 1), slash + 1);
+		if (step < 1)
+			return cron_fail(res, "%s field: step %ld must be at least 1",
+							 f->name, step);
+	}
+	if (body == 1 && s[0] == '*')
+		return true;
+	if (count_char(s, body, '-') > 0)
+	{
+		const char *dash = memchr(s, '-', body);
+
+		if (count_char(s, body, '-') != 1)
+			return cron_fail(res, "%s field: \"%.*s\" is not a valid range",
+							 f->name, (int) body, s);
+		if (!parse_value(f, s, (size_t) (dash - s), f->min, &start, res))
+			return false;
+		if (!parse_value(f, dash + 1, body - (size_t) (dash - s) - 1, start,
+						 &end, res))
+			return false;
+		return true;
+	}
+	return parse_value(f, s, body, f->min, &start, res);
+}
+
+/* Check one field: a comma list of elements. */
+static bool
+check_field(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
+{
+	size_t		pos = 0;
+
+	for (;;)
+	{
+		const char *comma = memchr(s + pos, ',', len - pos);
+		size_t		plen = comma ? (size_t) (comma - (s + pos)) : len - pos;
+
+		if (plen == 0)
+			return cron_fail(res, "%s field: empty element in \"%.*s\"",
+							 f->name, (int) len, s);
+		if (!check_part(f, s + pos, plen, res))
+			return false;
+		if (!comma)
+			break;
+		pos += plen + 1;
+	}
+	return true;
+}
+
+/*
+ * Parse a Go duration with Temporal's extra unit "d" (24 hours) into
+ * nanoseconds.  Returns false on a malformed or overflowing duration.
+ */
+static bool
+parse_duration(const char *s, size_t len, int64_t *out)
+{
+	size_t		i = 0;
+	bool		neg = false;
+	long double total = 0;
+
+	if (len > 0 && (s[0] == '+' || s[0] == '-'))
+	{
+		neg = (s[0] == '-');
+		i = 1;
+	}
+	if (len - i == 1 && s[i] == '0')
+	{
+		*out = 0;
+		return true;
+	}
+	if (i >= len)
+		return false;
+	while (i < len)
+	{
+		long double v = 0;
+		long double scale = 1;
+		bool		digits = false;
+		long double unit;
+		size_t		u;
+
+		while (i < len && isdigit((unsigned char) s[i]))
+		{
+			v = v * 10 + (s[i++] - '0');
+			digits = true;
+		}
+		if (i < len && s[i] == '.')
+		{
+			i++;
+			while (i < len && isdigit((unsigned char) s[i]))
+			{
+				scale /= 10;
+				v += (s[i++] - '0') * scale;
+				digits = true;
+			}
+		}
+		if (!digits)
+			return false;
+		u = i;
+		while (i < len && !isdigit((unsigned char) s[i]) && s[i] != '.')
+			i++;
+		if (i - u == 2 && strncmp(s + u, "ns", 2) == 0)
+			unit = 1;
+		else if ((i - u == 2 && strncmp(s + u, "us", 2) == 0) ||
+				 (i - u == 3 && strncmp(s + u, "\xC2\xB5s", 3) == 0) ||
+				 (i - u == 3 && strncmp(s + u, "\xCE\xBCs", 3) == 0))
+			unit = 1e3;
+		else if (i - u == 2 && strncmp(s + u, "ms", 2) == 0)
+			unit = 1e6;
+		else if (i - u == 1 && s[u] == 's')
+			unit = 1e9;
+		else if (i - u == 1 && s[u] == 'm')
+			unit = 60e9;
+		else if (i - u == 1 && s[u] == 'h')
+			unit = 3600e9;
+		else if (i - u == 1 && s[u] == 'd')
+			unit = 86400e9;
+		else
+			return false;
+		total += v * unit;
+		if (total > 9223372036854775807.0L)
+			return false;
+	}
+	*out = (int64_t) (neg ? -total : total);
+	return true;
+}
+
+/* Check "@every <interval>[/<phase>]". */
+static bool
+check_every(const char *s, size_t len, AcCronResult *res)
+{
+	const char *sp = memchr(s, ' ', len);
+	const char *arg;
+	size_t		alen;
+	const char *slash;
+	int64_t		interval;
+	int64_t		phase = 0;
+
+	if (!sp)
+		return cron_fail(res, "@every needs an interval, as in \"@every 90m\"");
+	arg = sp + 1;
+	alen = len - (size_t) (arg - s);
+	slash = memchr(arg, '/', alen);
+	if (!parse_duration(arg, slash ? (size_t) (slash - arg) : alen, &interval))
+		return cron_fail(res, "@every interval \"%.*s\" is not a duration (units: ns, us, ms, s, m, h, d)",
+						 (int) (slash ? (size_t) (slash - arg) : alen), arg);
+	/* an empty phase ("@every 5m/") means no phase */
+	if (slash && alen - (size_t) (slash - arg) - 1 > 0)
+	{
+		size_t		plen = alen - (size_t) (slash - arg) - 1;
+
+		if (!parse_duration(slash + 1, plen, &phase))
+			return cron_fail(res, "@every phase \"%.*s\" is not a duration (units: ns, us, ms, s, m, h, d)",
+							 (int) plen, slash + 1);
+	}
+	if (interval < NSEC_PER_SEC)
+		return cron_fail(res, "@every interval must be at least 1s");
+	if (phase < 0)
+		return cron_fail(res, "@every phase must not be negative");
+	if (phase >= interval)
+		return cron_fail(res, "@every phase must be shorter than the interval");
+	res->kind = AC_CRON_INTERVAL;
+	res->interval_ns = interval;
+	res->phase_ns = phase;
+	return true;
+}
+
+/*
+ * Validate a cron expression; on failure res->error says which field is
+ * wrong and why.
+ */
+bool
+ac_cron_check(const char *expr, AcCronResult *res)
+{
+	const char *s = expr;
+	size_t		len = strlen(expr);
+	const char *hash;
+	const char *fields[8];
+	size_t		flens[8];
+	int			nfields = 0;
+	size_t		pos;
+	const FieldSpec *order[7];
+
+	memset(res, 0, sizeof(*res));
+
+	/* the comment runs from the first '#' to the end */
+	hash = memchr(s, '#', len);
+	if (hash)
+	{
+		const char *c = hash + 1;
+		size_t		clen = len - (size_t) (c - s);
+
+		while (clen > 0 && space_len((const unsigned char *) c) > 0)
+		{
+			int			l = space_len((const unsigned char *) c);
+
+			c += l;
+			clen -= l;
+		}
+		while (clen > 0 && (c[clen - 1] == ' ' || (c[clen - 1] >= '\t' && c[clen - 1] <= '\r')))
+			clen--;
+		if (hash > s && space_len((const unsigned char *) hash - 1) == 0)
+			res->comment_glued = true;
+		if (clen > AC_CRON_MAX_COMMENT)
+			return cron_fail(res, "comment is longer than %d bytes",
+							 AC_CRON_MAX_COMMENT);
+		len = (size_t) (hash - s);
+	}
+	/* trailing white space before the comment is not part of the spec */
+	while (len > 0 && (s[len - 1] == ' ' || (s[len - 1] >= '\t' && s[len - 1] <= '\r')))
+		len--;
+	/* leading white space, too */
+	while (len > 0 && space_len((const unsigned char *) s) > 0)
+	{
+		int			l = space_len((const unsigned char *) s);
+
+		s += l;
+		len -= l;
+	}
+	if (len == 0)
+		return cron_fail(res, "expression is empty");
+
+	/* optional time zone prefix */
+	if ((len > 3 && strncmp(s, "TZ=", 3) == 0) ||
+		(len > 8 && strncmp(s, "CRON_TZ=", 8) == 0))
+	{
+		const char *eq = memchr(s, '=', len);
+		const char *sp = memchr(s, ' ', len);
+
+		if (!sp)
+			return cron_fail(res, "time zone prefix \"%.*s\" must be followed by a space and a schedule",
+							 (int) len, s);
+		res->tz_offset = (int) (eq + 1 - expr);
+		res->tz_len = (int) (sp - eq - 1);
+		res->body_offset = (int) (sp + 1 - expr);
+		len -= (size_t) (sp + 1 - s);
+		s = sp + 1;
+	}
+	else
+		res->body_offset = (int) (s - expr);
+
+	if (len >= 6 && strncmp(s, "@every", 6) == 0)
+		return check_every(s, len, res);
+
+	if (len > 0 && s[0] == '@')
+	{
+		static const char *const macros[] = {
+			"@yearly", "@annually", "@monthly", "@weekly", "@daily",
+			"@midnight", "@hourly"
+		};
+
+		for (int i = 0; i < 7; i++)
+			if (strlen(macros[i]) == len && strncmp(s, macros[i], len) == 0)
+			{
+				res->kind = AC_CRON_CALENDAR;
+				res->nfields = 5;
+				return true;
+			}
+		return cron_fail(res, "unknown macro \"%.*s\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @every <duration>)",
+						 (int) len, s);
+	}
+
+	/* split into fields on white space */
+	pos = 0;
+	while (pos < len)
+	{
+		size_t		start;
+		int			l;
+
+		while (pos < len && (l = space_len((const unsigned char *) s + pos)) > 0)
+			pos += l;
+		if (pos >= len)
+			break;
+		start = pos;
+		while (pos < len && space_len((const unsigned char *) s + pos) == 0)
+			pos++;
+		if (nfields < 8)
+		{
+			fields[nfields] = s + start;
+			flens[nfields] = pos - start;
+		}
+		nfields++;
+	}
+	if (nfields < 5 || nfields > 7)
+		return cron_fail(res, "expected 5, 6 or 7 fields but found %d", nfields);
+
+	if (nfields == 7)
+	{
+		order[0] = &field_second;
+		order[1] = &field_minute;
+		order[2] = &field_hour;
+		order[3] = &field_dom;
+		order[4] = &field_month;
+		order[5] = &field_dow;
+		order[6] = &field_year;
+	}
+	else
+	{
+		order[0] = &field_minute;
+		order[1] = &field_hour;
+		order[2] = &field_dom;
+		order[3] = &field_month;
+		order[4] = &field_dow;
+		order[5] = &field_year;
+	}
+	for (int i = 0; i < nfields; i++)
+		if (!check_field(order[i], fields[i], flens[i], res))
+			return false;
+	res->kind = AC_CRON_CALENDAR;
+	res->nfields = nfields;
+	return true;
+}

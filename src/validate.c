@@ -1,0 +1,484 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.c
+ *	  BEFORE INSERT/UPDATE row trigger on ac_activity_definitions.
+ *
+ * Validates trigger_type and trigger_config, refusing bad input at the
+ * statement with SQLSTATE 22023, a message naming the field and a hint, and
+ * rewrites trigger_config into its normal form (defaults filled in, the time
+ * zone spelled canonically, a CRON_TZ= prefix moved into "timezone").  It
+ * also keeps updated_at current.  Also home of ac_check_cron(), the same
+ * cron check callable from SQL.
+ *
+ * IDENTIFICATION
+ *	  src/validate.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "cron.h"
+
+PG_FUNCTION_INFO_V1(ac_definitions_validate);
+PG_FUNCTION_INFO_V1(ac_check_cron);
+
+#define CRON_HINT "A Temporal cron expression has 5 fields (minute hour day-of-month month day-of-week), " \
+	"6 (the same and year) or 7 (second first, year last), or is @yearly, @monthly, @weekly, @daily, @hourly " \
+	"or @every <duration>[/<phase>]."
+
+/* One key of a trigger_config object, as found by the iterator. */
+typedef struct ConfigKey
+{
+	const char *name;
+	JsonbValue	value;
+	bool		present;
+} ConfigKey;
+
+/* Name the JSON type of a value for error messages. */
+static const char *
+JsonTypeName(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		default:
+			return "an unexpected value";
+	}
+}
+
+/* Is this value a JSON object? */
+static bool
+IsObject(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
+}
+
+/* Copy a JSON string value into a NUL-terminated C string. */
+static char *
+StringValue(JsonbValue *v)
+{
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* Build the comma-separated list of allowed keys, for hints. */
+static char *
+AllowedKeys(ConfigKey *keys, int nkeys)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < nkeys; i++)
+		appendStringInfo(&buf, "%s%s", i ? ", " : "", keys[i].name);
+	return buf.data;
+}
+
+/*
+ * Walk the top level of trigger_config, filling in the known keys and
+ * refusing unknown ones.
+ */
+static void
+ReadConfig(Jsonb *config, const char *trigger_type, ConfigKey *keys,
+		   int nkeys, const char *example)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+
+	if (!JB_ROOT_IS_OBJECT(config) || JB_ROOT_IS_SCALAR(config))
+	{
+		JsonbValue	root;
+
+		if (JB_ROOT_IS_SCALAR(config))
+		{
+			JsonbExtractScalar(&config->root, &root);
+		}
+		else
+		{
+			root.type = jbvBinary;
+			root.val.binary.data = &config->root;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config must be a JSON object, not %s",
+						JsonTypeName(&root)),
+				 errhint("For trigger_type %s use %s.", trigger_type, example)));
+	}
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		int			i;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = StringValue(&v);
+		for (i = 0; i < nkeys; i++)
+			if (strcmp(keys[i].name, key) == 0)
+				break;
+		if (i == nkeys)
+		{
+			if (nkeys == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unknown key \"%s\" in trigger_config for trigger_type %s",
+								key, trigger_type),
+						 errhint("trigger_type %s takes no configuration: use %s.",
+								 trigger_type, example)));
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%s\" in trigger_config for trigger_type %s",
+							key, trigger_type),
+					 errhint("Allowed keys: %s.", AllowedKeys(keys, nkeys))));
+		}
+		tok = JsonbIteratorNext(&it, &keys[i].value, true);
+		Assert(tok == WJB_VALUE);
+		keys[i].present = true;
+	}
+}
+
+/* Require a key to be present and a string. */
+static char *
+RequireString(ConfigKey *key, const char *trigger_type, const char *example,
+			  bool required)
+{
+	if (!key->present)
+	{
+		if (!required)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.%s is required for trigger_type %s",
+						key->name, trigger_type),
+				 errhint("Add \"%s\", for example %s.", key->name, example)));
+	}
+	if (key->value.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.%s must be a string, not %s",
+						key->name, JsonTypeName(&key->value)),
+				 errhint("For example %s.", example)));
+	return StringValue(&key->value);
+}
+
+/* Check a time zone name and return its canonical spelling. */
+static const char *
+CheckTimezone(const char *name, const char *field)
+{
+	const char *canon = AcCanonicalTimezone(name);
+
+	if (canon == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\" in %s", name, field),
+				 errhint("Use a time zone name of the tz database such as \"Europe/Berlin\" or \"UTC\"; "
+						 "SELECT name FROM pg_timezone_names lists them.")));
+	return canon;
+}
+
+/* Append "key": "value" to a JSON object being built. */
+static void
+AppendPair(StringInfo buf, const char *key, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	escape_json(buf, value);
+}
+
+/* Validate and normalise the configuration of a cron definition. */
+static Jsonb *
+NormaliseCron(Jsonb *config)
+{
+	static const char *example = "{\"cron_expression\": \"0 9 * * MON-FRI\", \"timezone\": \"UTC\"}";
+	ConfigKey	keys[] = {
+		{.name = "cron_expression"},
+		{.name = "timezone"},
+		{.name = "misfire_policy"}
+	};
+	char	   *expr;
+	char	   *body;
+	char	   *tz;
+	const char *canon_tz = "UTC";
+	char	   *policy;
+	AcCronResult res;
+	StringInfoData buf;
+
+	ReadConfig(config, "cron", keys, lengthof(keys), example);
+	expr = RequireString(&keys[0], "cron", example, true);
+	tz = RequireString(&keys[1], "cron", example, false);
+	policy = RequireString(&keys[2], "cron", example, false);
+
+	if (!ac_cron_check(expr, &res))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid trigger_config.cron_expression \"%s\": %s",
+						expr, res.error),
+				 errhint(CRON_HINT)));
+
+	if (res.comment_glued)
+		ereport(WARNING,
+				(errmsg("\"#\" starts a comment in trigger_config.cron_expression \"%s\"", expr),
+				 errdetail("Temporal ignores everything from \"#\" on; Quartz's \"weekday#n\" is not supported."),
+				 errhint("Put a space before \"#\" if a comment is meant.")));
+
+	if (tz != NULL)
+		canon_tz = CheckTimezone(tz, "trigger_config.timezone");
+	body = expr + res.body_offset;
+	if (res.tz_len > 0)
+	{
+		char	   *prefix_tz = pnstrdup(expr + res.tz_offset, res.tz_len);
+		const char *canon_prefix = CheckTimezone(prefix_tz,
+												 "the CRON_TZ= prefix of trigger_config.cron_expression");
+
+		if (tz != NULL && strcmp(canon_prefix, canon_tz) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("conflicting time zones: trigger_config.cron_expression names \"%s\" but trigger_config.timezone is \"%s\"",
+							prefix_tz, tz),
+					 errhint("Give the time zone once, in \"timezone\".")));
+		canon_tz = canon_prefix;
+	}
+
+	if (policy == NULL)
+		policy = "skip";
+	else if (strcmp(policy, "skip") != 0 && strcmp(policy, "catchup") != 0 &&
+			 strcmp(policy, "compress") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown trigger_config.misfire_policy \"%s\"", policy),
+				 errhint("misfire_policy is one of skip (the default), catchup or compress.")));
+
+	/* the stored expression is the schedule alone, trimmed */
+	{
+		int			len = strlen(body);
+
+		while (len > 0 && isspace((unsigned char) body[len - 1]))
+			len--;
+		body = pnstrdup(body, len);
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	AppendPair(&buf, "cron_expression", body);
+	AppendPair(&buf, "timezone", canon_tz);
+	AppendPair(&buf, "misfire_policy", policy);
+	appendStringInfoChar(&buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* Check that an event type can follow "<prefix>." in a NATS subject. */
+static void
+CheckEventType(const char *type)
+{
+	const char *p;
+	bool		token_start = true;
+
+	if (type[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.event_type must not be empty"),
+				 errhint("For example {\"event_type\": \"order.created\"}.")));
+	for (p = type; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == '.')
+		{
+			if (token_start)
+				break;
+			token_start = true;
+			continue;
+		}
+		if (c <= ' ' || c == '*' || c == '>' || c == 0x7f)
+			break;
+		token_start = false;
+	}
+	if (*p != '\0' || token_start)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.event_type \"%s\" is not a valid subject suffix", type),
+				 errhint("Events are published to activity.<event_type>: use dot-separated tokens "
+						 "without spaces, \"*\" or \">\", such as \"order.created\".")));
+}
+
+/* Validate and normalise the configuration of an event definition. */
+static Jsonb *
+NormaliseEvent(Jsonb *config)
+{
+	static const char *example = "{\"event_type\": \"order.created\", \"filters\": {\"region\": \"eu\"}}";
+	ConfigKey	keys[] = {{.name = "event_type"}, {.name = "filters"}};
+	char	   *type;
+	StringInfoData buf;
+
+	ReadConfig(config, "event", keys, lengthof(keys), example);
+	type = RequireString(&keys[0], "event", example, true);
+	CheckEventType(type);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	AppendPair(&buf, "event_type", type);
+	appendStringInfoString(&buf, ", \"filters\": ");
+	if (keys[1].present)
+	{
+		if (!IsObject(&keys[1].value))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("trigger_config.filters must be a JSON object, not %s",
+							JsonTypeName(&keys[1].value)),
+					 errhint("An event matches when payload @> filters, for example {\"filters\": {\"region\": \"eu\"}}.")));
+		(void) JsonbToCString(&buf, keys[1].value.val.binary.data,
+							  keys[1].value.val.binary.len);
+	}
+	else
+		appendStringInfoString(&buf, "{}");
+	appendStringInfoChar(&buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* Validate the configuration of a manual definition: it must be empty. */
+static Jsonb *
+NormaliseManual(Jsonb *config)
+{
+	ReadConfig(config, "manual", NULL, 0, "{}");
+	return config;
+}
+
+/* Refuse an empty text column. */
+static void
+RequireNonEmpty(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	int			attnum = SPI_fnumber(desc, column);
+	bool		isnull;
+	Datum		d;
+
+	if (attnum <= 0)
+		return;
+	d = heap_getattr(tuple, attnum, desc, &isnull);
+	if (!isnull && VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", column)));
+}
+
+/*
+ * Trigger function: validate trigger_type and trigger_config, store the
+ * normal form of trigger_config and maintain updated_at.
+ */
+Datum
+ac_definitions_validate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	int			type_att;
+	int			config_att;
+	int			updated_att;
+	bool		isnull;
+	char	   *trigger_type;
+	Jsonb	   *config;
+	Jsonb	   *normal;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	int			cols[2];
+	int			ncols = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ac_definitions_validate must be a BEFORE INSERT OR UPDATE row trigger")));
+
+	desc = trigdata->tg_relation->rd_att;
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
+	type_att = SPI_fnumber(desc, "trigger_type");
+	config_att = SPI_fnumber(desc, "trigger_config");
+	updated_att = SPI_fnumber(desc, "updated_at");
+	if (type_att <= 0 || config_att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("ac_definitions_validate needs columns trigger_type and trigger_config")));
+
+	RequireNonEmpty(tuple, desc, "name");
+	RequireNonEmpty(tuple, desc, "workflow_type");
+	RequireNonEmpty(tuple, desc, "task_queue");
+
+	trigger_type = TextDatumGetCString(heap_getattr(tuple, type_att, desc, &isnull));
+	config = DatumGetJsonbP(heap_getattr(tuple, config_att, desc, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("trigger_config must not be null"),
+				 errhint("Use {} for a manual definition.")));
+
+	if (strcmp(trigger_type, "cron") == 0)
+		normal = NormaliseCron(config);
+	else if (strcmp(trigger_type, "event") == 0)
+		normal = NormaliseEvent(config);
+	else if (strcmp(trigger_type, "manual") == 0)
+		normal = NormaliseManual(config);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown trigger_type \"%s\"", trigger_type),
+				 errhint("trigger_type is one of cron, event or manual.")));
+
+	cols[ncols] = config_att;
+	values[ncols++] = JsonbPGetDatum(normal);
+	if (updated_att > 0 && TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		cols[ncols] = updated_att;
+		values[ncols++] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	}
+	tuple = heap_modify_tuple_by_cols(tuple, desc, ncols, cols, values, nulls);
+	return PointerGetDatum(tuple);
+}
+
+/*
+ * ac_check_cron(expression text) returns text: NULL when Temporal accepts
+ * the expression, otherwise the reason it does not.
+ */
+Datum
+ac_check_cron(PG_FUNCTION_ARGS)
+{
+	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	AcCronResult res;
+
+	if (ac_cron_check(expr, &res))
+	{
+		if (res.tz_len > 0)
+		{
+			char	   *tz = pnstrdup(expr + res.tz_offset, res.tz_len);
+
+			if (AcCanonicalTimezone(tz) == NULL)
+				PG_RETURN_TEXT_P(cstring_to_text(psprintf("unknown time zone \"%s\"", tz)));
+		}
+		PG_RETURN_NULL();
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(res.error));
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make demo: start the whole local stack under .local/demo (PostgreSQL with
+# the extension, Temporal dev server with its UI, NATS JetStream, and the
+# reference worker), load sample definitions and show what happened.  The
+# stack keeps running; `make stop` stops it.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+STATE=$REPO/.local/demo
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+bash "$REPO/test/stack.sh" deps
+make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
+make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+# a restart picks up a freshly installed library
+bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true
+bash "$REPO/test/stack.sh" start "$STATE" demo
+bash "$REPO/test/stack.sh" worker-start "$STATE"
+# shellcheck disable=SC1091
+source "$STATE/stack.env"
+
+psql -X -q -v ON_ERROR_STOP=1 -f "$REPO/examples/demo.sql"
+
+cat <<INFO
+
+activity_core demo is running.
+  PostgreSQL   psql -h $PGHOST -p $PGPORT -U postgres $PGDATABASE
+  Temporal UI  ${AC_TEMPORAL_UI:-http://127.0.0.1:8233}
+  Temporal API $AC_TEMPORAL_URL
+  NATS         $AC_NATS_URL (monitor $AC_NATS_MONITOR)
+Stop it with: make stop
+INFO

@@ -1,0 +1,115 @@
+"""Differential test of the cron validator against the real Temporal server.
+
+Each expression is sent to Temporal as the cronString of a paused schedule
+(then deleted) and to ac_check_cron().  The two must agree: a valid
+expression is never refused, an invalid one is never stored.
+"""
+import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import temporal
+
+FIXED = [
+    "* * * * *", "0 0 * * *", "0 9 * * MON-FRI", "*/5 9-17 * * mon-fri",
+    "0 0 * * 7", "0 0 * * 0-7", "0 0 * * 5-7", "0 0 * * sat-sun", "0 0 * * sun",
+    "0 0 * * */2", "5/15 * * * *", "1-5/2,8 * * * *", "1-5/2,8-16/3,2 * * * *",
+    "0 0 * jan-dec *", "0 0 * dec-jan *", "0 0 * ju *", "0 0 * june *",
+    "0 0 * sept *", "0 0 * septe *", "0 0 * JANUARY *", "0 0 * januaryx *",
+    "0 0 * * mo,tu", "0 0 * * th", "0 0 * * t", "0 0 * * thursdays",
+    "0 0 29 2 *", "0 0 31 4 *", "0 0 0 * *", "0 0 32 * *", "0 24 * * *",
+    "60 * * * *", "-1 * * * *", "+5 * * * *", "05 * * * *", "5- * * * *",
+    "-5 * * * *", "1-2-3 * * * *", "*/0 * * * *", "*/-1 * * * *", "*/+2 * * * *",
+    "1/2/3 * * * *", "*-5 * * * *", "5,,6 * * * *", ",5 * * * *", "5, * * * *",
+    "0 0 L * *", "0 0 ? * *", "0 0 * * 1#2", "0 0 1W * *",
+    "0 0 * * * 2100", "0 0 * * * 2101", "0 0 * * * 1999", "0 0 * * * 2026-2030",
+    "0 0 0 * * * *", "60 * * * * * *", "59 59 23 31 12 6 2100", "* * * *",
+    "* * * * * * * *", "", "   ", "#only a comment", "0 0 * * * # c",
+    "0 0 * * * #", "@hourly # x", " @hourly", "@daily", "@midnight", "@weekly",
+    "@monthly", "@yearly", "@annually", "@Daily", "@reboot", "@every 5m",
+    "@every 90m", "@every 1d/2h", "@every 1.5h", "@every 0.5s", "@every 1s",
+    "@every 999999999999h", "@every -5m", "@every 1m/1m", "@every 1m/59s",
+    "@every 5", "@every", "@every ", "@every 5m/", "@every 1h30m", "@every .5h",
+    "@every 5x", "@everyday 5m", "@EVERY 5m", "@every 1us", "@every 2000ms",
+    "CRON_TZ=Europe/Berlin 0 0 * * *", "TZ=UTC @daily", "TZ=UTC @every 5m",
+    "CRON_TZ=Mars/Olympus 0 0 * * *", "CRON_TZ=UTC", "TZ=America/New_York 30 9 * * 1-5",
+    "0 0 * * * # " + "x" * 200, "0 0 * * * # " + "x" * 201,
+    "0\t0 * * *", "0  0  *  *  *",
+]
+
+FIELD_TOKENS = {
+    "sec": ["*", "0", "59", "60", "*/15", "10-20", "5/10", "0,30", "x"],
+    "min": ["*", "0", "59", "60", "-1", "*/5", "*/0", "10-5", "5-10/2", "7/20", "1,2,3", "a"],
+    "hour": ["*", "0", "23", "24", "9-17", "*/2", "17-9", "0,12"],
+    "dom": ["*", "1", "31", "0", "32", "1-15", "*/7", "L", "15W", "1,15"],
+    "month": ["*", "1", "12", "0", "13", "jan", "DEC", "ja", "feb-apr", "mar-jan", "*/3", "sept"],
+    "dow": ["*", "0", "7", "8", "mon", "mo", "m", "MON-FRI", "sat-sun", "fri-7", "*/2", "1#2", "sun,sat"],
+    "year": ["*", "2000", "2100", "1999", "2101", "2026-2030", "2030-2026", "*/4"],
+}
+
+
+def generated(n, seed=20261127):
+    """Random expressions mixing valid and invalid field values."""
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        shape = rnd.choice([5, 5, 6, 7, 4, 8])
+        if shape == 7:
+            names = ["sec", "min", "hour", "dom", "month", "dow", "year"]
+        else:
+            names = ["min", "hour", "dom", "month", "dow", "year", "year", "year"][:shape]
+        fields = []
+        for name in names:
+            toks = FIELD_TOKENS[name]
+            if rnd.random() < 0.2:
+                fields.append(",".join(rnd.choice(toks) for _ in range(2)))
+            else:
+                fields.append(rnd.choice(toks))
+        out.append(" ".join(fields))
+    return out
+
+
+def temporal_accepts(expr):
+    """Create a paused schedule with this cron string; True if accepted."""
+    sid = "cron-probe-" + uuid.uuid4().hex
+    body = {
+        "requestId": str(uuid.uuid4()),
+        "schedule": {
+            "spec": {"cronString": [expr]},
+            "action": {"startWorkflow": {"workflowId": sid, "workflowType": {"name": "Probe"},
+                                         "taskQueue": {"name": "cron-probe"}}},
+            "state": {"paused": True, "notes": "cron grammar probe"},
+        },
+    }
+    status, resp = temporal("POST", f"/schedules/{sid}", body)
+    if status == 200:
+        temporal("DELETE", f"/schedules/{sid}")
+        return True, None
+    assert status == 400, (expr, status, resp)
+    return False, resp.get("message")
+
+
+def test_validator_agrees_with_temporal(conn):
+    exprs = list(dict.fromkeys(FIXED + generated(400)))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        verdicts = list(pool.map(temporal_accepts, exprs))
+    disagreements = []
+    accepted = 0
+    for expr, (ok, message) in zip(exprs, verdicts):
+        ours = conn.execute("SELECT ac_check_cron(%s)", (expr,)).fetchone()[0]
+        accepted += ok
+        if ok != (ours is None):
+            disagreements.append((expr, "temporal: " + (message or "accepted"), "ours: " + (ours or "accepted")))
+    assert not disagreements, "\n".join(map(repr, disagreements))
+    # the sample must exercise both sides
+    assert 50 < accepted < len(exprs) - 50, accepted
+
+
+@pytest.mark.parametrize("expr", ["0 0 * * 7", "@every 1d/2h", "CRON_TZ=Europe/Berlin 0 0 * * *"])
+def test_valid_expression_is_stored(conn, expr):
+    name = "cron-store-" + uuid.uuid4().hex
+    conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+                 "VALUES (%s, 'cron', jsonb_build_object('cron_expression', %s::text))", (name, expr))
+    conn.execute("DELETE FROM ac_activity_definitions WHERE name = %s", (name,))

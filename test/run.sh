@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make test: install what is needed, build and install the extension, start
+# the real stack (PostgreSQL, Temporal dev server, NATS JetStream) in test
+# mode, run pg_regress (sql/, expected/) and every pytest suite under test/,
+# stop the stack, and exit non-zero on any failure.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${AC_TEST_STATE:-$REPO/.local/test}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+t0=$(date +%s)
+
+bash "$REPO/test/stack.sh" deps
+make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
+make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+
+bash "$REPO/test/stack.sh" clean "$STATE" >/dev/null 2>&1 || true
+trap 'bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true' EXIT
+bash "$REPO/test/stack.sh" start "$STATE" test
+# shellcheck disable=SC1091
+source "$STATE/stack.env"
+
+status=0
+
+# pg_regress runs as the postgres account on a copy of the test files, so
+# the checkout itself may stay unreadable to that account.
+REGRESS_DIR=$(dirname "$AC_PG_DATA")/regress
+rm -rf "$REGRESS_DIR"
+mkdir -p "$REGRESS_DIR"
+cp -r "$REPO/sql" "$REPO/expected" "$REGRESS_DIR/"
+chown -R postgres "$REGRESS_DIR" 2>/dev/null || true
+tests=$(cd "$REPO/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+echo "== pg_regress: $(echo $tests | wc -w) files"
+# shellcheck disable=SC2086
+if ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
+	"$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+	--bindir="$("$PG_CONFIG" --bindir)" --inputdir=. --outputdir=. \
+	--use-existing --dbname="$PGDATABASE" --host="$PGHOST" --port="$PGPORT" \
+	--user=postgres $tests); then
+	status=1
+	cat "$REGRESS_DIR/regression.diffs" || true
+	cp "$REGRESS_DIR/regression.diffs" "$REPO/regression.diffs" 2>/dev/null || true
+fi
+
+echo "== pytest"
+cd "$REPO/test"
+if ! "$REPO/.cache/venv/bin/python" -m pytest -q -p no:cacheprovider e2e; then
+	status=1
+	echo "---- last lines of the PostgreSQL log"
+	tail -n 60 "$AC_PG_LOG" || true
+fi
+
+echo "== make test took $(( $(date +%s) - t0 )) s"
+exit $status
