@@ -10,7 +10,13 @@ MODULE_big = activity_core
 OBJS = \
 	src/activity_core.o \
 	src/cron.o \
+	src/dispatcher.o \
 	src/guc.o \
+	src/outbox.o \
+	src/schedule.o \
+	src/shmem.o \
+	src/temporal.o \
+	src/temporal_json.o \
 	src/timezone.o \
 	src/validate.o
 
@@ -19,7 +25,11 @@ EXTRA_CLEAN = $(EXTENSION)--*.sql
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DAC_VERSION=\"$(EXTVERSION)\"
+SHLIB_LINK = -lcurl -ljansson
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
+
+# no LLVM bitcode: nothing here benefits from JIT inlining, and it needs clang
+override with_llvm = no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -47,6 +47,41 @@ extern char *ac_metrics_listen;
 
 extern void AcDefineGucs(void);
 
+/* Shared memory (shmem.c) */
+#include "port/atomics.h"
+
+typedef enum AcCounter
+{
+	AC_STAT_SCHEDULE_CHANGES,	/* intents recorded by the trigger */
+	AC_STAT_SCHEDULES_APPLIED,	/* intents applied in Temporal */
+	AC_STAT_SCHEDULE_RETRIES,	/* transient failures, retried later */
+	AC_STAT_SCHEDULE_FAILURES,	/* permanent failures */
+	AC_STAT_BACKFILLS,			/* backfill requests sent */
+	AC_STAT_TEMPORAL_REQUESTS,	/* HTTP requests sent to Temporal */
+	AC_STAT_TEMPORAL_ERRORS,	/* HTTP requests that failed */
+	AC_NUM_COUNTERS
+} AcCounter;
+
+typedef struct AcShared
+{
+	pg_atomic_uint32 dispatcher_procno;
+	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
+} AcShared;
+
+extern AcShared *ac_shared;
+
+extern void AcShmemInit(void);
+extern void AcRegisterDispatcher(void);
+extern void AcWakeDispatcher(void);
+extern void AcCount(AcCounter counter, uint64 n);
+
+/* Outbox trigger (outbox.c) */
+extern char *AcExtensionSchema(void);
+
+/* Dispatcher (dispatcher.c, schedule.c) */
+extern void AcRegisterDispatcherWorker(void);
+extern int	AcSyncScheduleBatch(const char *schema, int limit);
+
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);
 

@@ -39,3 +39,128 @@ COMMENT ON FUNCTION ac_check_cron(text) IS
 CREATE FUNCTION ac_version() RETURNS text
 	AS 'MODULE_PATHNAME', 'ac_version'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+-- Schedule sync: intents written by the definitions trigger, outcomes
+-- written by the dispatcher.  Two tables, so that a user's transaction and
+-- the dispatcher never wait on each other's row locks.
+CREATE SEQUENCE ac_revision_seq;
+
+CREATE TABLE ac_schedule_intents (
+	activity_id uuid PRIMARY KEY,
+	revision bigint NOT NULL,
+	changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE ac_schedule_sync (
+	activity_id uuid PRIMARY KEY,
+	applied_revision bigint NOT NULL DEFAULT 0,
+	attempted_revision bigint NOT NULL DEFAULT 0,
+	attempts integer NOT NULL DEFAULT 0,
+	last_error text,
+	error_permanent boolean NOT NULL DEFAULT false,
+	next_attempt_at timestamptz,
+	last_attempt_at timestamptz,
+	last_applied_at timestamptz,
+	schedule_exists boolean NOT NULL DEFAULT false,
+	paused_at timestamptz,
+	last_backfill jsonb
+);
+
+COMMENT ON TABLE ac_schedule_intents IS
+	'Desired-state changes of cron definitions, not yet known to be applied in Temporal';
+COMMENT ON TABLE ac_schedule_sync IS
+	'What the dispatcher applied in Temporal for each definition, and its last error';
+
+CREATE FUNCTION ac_definitions_changed() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_definitions_changed'
+	LANGUAGE C;
+
+CREATE TRIGGER ac_definitions_changed
+	AFTER INSERT OR UPDATE OR DELETE ON ac_activity_definitions
+	FOR EACH ROW EXECUTE FUNCTION ac_definitions_changed();
+
+CREATE VIEW ac_sync_status AS
+SELECT coalesce(d.id, i.activity_id) AS activity_id,
+	   d.name,
+	   d.trigger_type,
+	   d.enabled,
+	   CASE WHEN d.trigger_type = 'cron' OR i.activity_id IS NOT NULL
+			THEN 'activity-schedule-' || coalesce(d.id, i.activity_id) END AS schedule_id,
+	   coalesce(i.revision, s.applied_revision, 0) AS desired_revision,
+	   coalesce(s.applied_revision, 0) AS applied_revision,
+	   coalesce(i.revision > coalesce(s.applied_revision, 0), false) AS pending,
+	   coalesce(s.attempts, 0) AS attempts,
+	   s.last_error,
+	   CASE WHEN s.last_error IS NULL THEN NULL
+			WHEN s.error_permanent THEN 'permanent' ELSE 'transient' END AS error_kind,
+	   s.next_attempt_at,
+	   s.last_attempt_at,
+	   s.last_applied_at,
+	   d.id IS NULL AS deleted
+FROM ac_activity_definitions d
+FULL JOIN ac_schedule_intents i ON i.activity_id = d.id
+LEFT JOIN ac_schedule_sync s ON s.activity_id = coalesce(d.id, i.activity_id);
+
+COMMENT ON VIEW ac_sync_status IS
+	'Per definition: desired vs applied revision of its Temporal schedule, pending, attempts, last error';
+
+-- Wait until the schedule changes committed before the call are applied.
+CREATE FUNCTION ac_wait_sync(timeout interval DEFAULT '30 seconds') RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+	ids uuid[];
+	revs bigint[];
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+	remaining integer;
+	failure record;
+BEGIN
+	IF EXISTS (SELECT 1 FROM @extschema@.ac_schedule_intents
+			   WHERE xmin = pg_catalog.pg_current_xact_id_if_assigned()::text::xid) THEN
+		RAISE EXCEPTION 'ac_wait_sync cannot wait for changes made by its own transaction'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Commit the changes first, then call ac_wait_sync().';
+	END IF;
+	SELECT pg_catalog.array_agg(i.activity_id), pg_catalog.array_agg(i.revision) INTO ids, revs
+	FROM @extschema@.ac_schedule_intents i
+	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
+	WHERE i.revision > coalesce(s.applied_revision, 0);
+	IF ids IS NULL THEN
+		RETURN true;
+	END IF;
+	LOOP
+		SELECT t.id, s.last_error INTO failure
+		FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+		JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE s.error_permanent AND s.attempted_revision >= t.rev
+		  AND s.applied_revision < t.rev
+		LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'schedule of activity % was not applied: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_sync_status; fix the definition and the dispatcher retries it.';
+		END IF;
+		SELECT pg_catalog.count(*) INTO remaining
+		FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+		JOIN @extschema@.ac_schedule_intents i ON i.activity_id = t.id
+		LEFT JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE coalesce(s.applied_revision, 0) < t.rev;
+		IF remaining = 0 THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			SELECT s.last_error INTO failure
+			FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+			JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+			WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
+			LIMIT 1;
+			IF FOUND THEN
+				RAISE WARNING '% schedule change(s) still pending; last error: %', remaining, failure.last_error;
+			END IF;
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION ac_wait_sync(interval) FROM PUBLIC;

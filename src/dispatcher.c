@@ -1,0 +1,139 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatcher.c
+ *	  The dispatcher background worker: drains committed intents to
+ *	  Temporal.
+ *
+ * The worker connects to activity_core.database and loops: apply a batch
+ * of due schedule intents (schedule.c), and when nothing is due, sleep on
+ * its latch until a committing transaction sets it, a retry falls due, or
+ * a second passes.  It reloads its configuration on SIGHUP, exits on
+ * SIGTERM at the next interrupt check (every blocking wait is at most
+ * 100 ms to 1 s), and is restarted by the postmaster after a crash.  An
+ * error in one batch is logged and the loop goes on after a pause: the
+ * intents stay in their table, so nothing is lost.  While the extension is
+ * not installed in the database the worker idles.
+ *
+ * IDENTIFICATION
+ *	  src/dispatcher.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+PGDLLEXPORT void ac_dispatcher_main(Datum arg);
+
+#define BATCH_SIZE 1000
+
+/* Register the dispatcher with the postmaster (preload only). */
+void
+AcRegisterDispatcherWorker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ac_dispatcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core dispatcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core dispatcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Find the extension's schema; NULL while it is not installed. */
+static char *
+LookupSchema(void)
+{
+	char	   *schema;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	schema = AcExtensionSchema();
+	if (schema)
+		schema = MemoryContextStrdup(TopMemoryContext, schema);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return schema;
+}
+
+/* Main entry point of the dispatcher worker. */
+void
+ac_dispatcher_main(Datum arg)
+{
+	MemoryContext loop_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(ac_database, NULL, 0);
+	pgstat_report_appname("activity_core dispatcher");
+	AcRegisterDispatcher();
+	elog(LOG, "activity_core dispatcher started for database \"%s\", Temporal at %s",
+		 ac_database, ac_temporal_url);
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "activity_core dispatcher",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		long		sleep_ms = 1000;
+		int			handled = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(loop_cxt);
+		PG_TRY();
+		{
+			char	   *schema = LookupSchema();
+
+			if (schema == NULL)
+				sleep_ms = 5000;
+			else
+			{
+				handled = AcSyncScheduleBatch(schema, BATCH_SIZE);
+				pfree(schema);
+			}
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			sleep_ms = 1000;
+			handled = 0;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(loop_cxt);
+
+		if (handled > 0)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,477 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule.c
+ *	  Apply committed schedule intents to Temporal Schedules.
+ *
+ * One batch: read the pending intents together with the committed state of
+ * their definitions (one short transaction), bring each schedule in line
+ * with many requests in flight at once (no transaction open), then record
+ * each outcome (a second short transaction).  Per definition the steps are:
+ *
+ *	 gone, or no longer cron   DELETE (a missing schedule is fine)
+ *	 cron                      CREATE, or UPDATE when it exists; the full
+ *							   schedule, paused with a note when disabled
+ *	 re-enabled (catchup,      GET matching-times for the span it was
+ *	 compress)				   paused, then PATCH a backfill: the last
+ *							   max_catchup_runs fire times (catchup), or
+ *							   only the last one (compress)
+ *
+ * Misfire policy mapping: skip -> overlap SKIP, catch-up window 60s, no
+ * backfill; catchup -> BUFFER_ALL, catch-up window 365 days, backfill;
+ * compress -> BUFFER_ONE, catch-up window 365 days, backfill of one run.
+ *
+ * Transient failures (Temporal unreachable, 5xx, auth) are retried with
+ * exponential backoff capped at five minutes; Temporal refusing the request
+ * (invalid argument) is recorded as permanent and not retried until the
+ * definition changes again.
+ *
+ * IDENTIFICATION
+ *	  src/schedule.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "temporal.h"
+
+#define DEFAULT_MAX_CATCHUP_RUNS 100
+#define MAX_BACKOFF_S 300
+
+typedef enum SyncStep
+{
+	STEP_DELETE,
+	STEP_CREATE,
+	STEP_UPDATE,
+	STEP_MATCHING,
+	STEP_BACKFILL
+} SyncStep;
+
+/* One definition to bring in line, and what happened to it. */
+typedef struct SyncItem
+{
+	AcRequest	req;			/* first member: the request is the item */
+
+	char	   *id;
+	int64		revision;
+	bool		is_cron;		/* the definition exists and is cron */
+	bool		enabled;
+	char	   *name;
+	char	   *workflow_type;
+	char	   *task_queue;
+	char	   *cron;
+	char	   *timezone;
+	char	   *policy;
+	int			max_catchup;
+	char	   *input;			/* JSON text */
+	bool		schedule_exists;
+	char	   *paused_at;		/* RFC 3339, or NULL when not paused by us */
+	char	   *now;			/* RFC 3339 at read time */
+	int			attempts;
+	int64		attempted_revision;
+
+	/* outcome */
+	bool		tried_create;
+	bool		done_ok;
+	bool		permanent;
+	char	   *error;
+	bool		exists_after;
+	char	   *backfill;		/* JSON text describing the backfill */
+} SyncItem;
+
+static char *ScheduleBody(SyncItem *it, bool create);
+
+/* Set the item's request for a step. */
+static void
+SetStep(SyncItem *it, SyncStep step)
+{
+	char	   *sid = AcTemporalEscape(psprintf("activity-schedule-%s", it->id));
+
+	it->req.step = step;
+	switch (step)
+	{
+		case STEP_DELETE:
+			AcRequestSet(&it->req, "DELETE",
+						 AcTemporalUrl("/schedules/%s?identity=activity_core", sid), NULL);
+			break;
+		case STEP_CREATE:
+			it->tried_create = true;
+			AcRequestSet(&it->req, "POST", AcTemporalUrl("/schedules/%s", sid),
+						 ScheduleBody(it, true));
+			break;
+		case STEP_UPDATE:
+			AcRequestSet(&it->req, "POST", AcTemporalUrl("/schedules/%s/update", sid),
+						 ScheduleBody(it, false));
+			break;
+		case STEP_MATCHING:
+			AcRequestSet(&it->req, "GET",
+						 AcTemporalUrl("/schedules/%s/matching-times?startTime=%s&endTime=%s",
+									   sid, AcTemporalEscape(it->paused_at),
+									   AcTemporalEscape(it->now)), NULL);
+			break;
+		case STEP_BACKFILL:
+			/* body set by the caller */
+			break;
+	}
+}
+
+/* Does this item need a backfill once its schedule is running again? */
+static bool
+NeedsBackfill(SyncItem *it)
+{
+	return it->is_cron && it->enabled && it->paused_at != NULL &&
+		(strcmp(it->policy, "catchup") == 0 || strcmp(it->policy, "compress") == 0);
+}
+
+/* Build the Create/UpdateSchedule body of an item. */
+static char *
+ScheduleBody(SyncItem *it, bool create)
+{
+	AcScheduleSpec spec;
+
+	spec.id = it->id;
+	spec.name = it->name;
+	spec.workflow_type = it->workflow_type;
+	spec.task_queue = it->task_queue;
+	spec.cron = it->cron;
+	spec.timezone = it->timezone;
+	spec.policy = it->policy;
+	spec.input = it->input;
+	spec.enabled = it->enabled;
+	return AcScheduleBody(&spec, create);
+}
+
+/*
+ * Turn the matching times of the paused span into a backfill request.
+ * Returns false when nothing was missed.
+ */
+static bool
+PrepareBackfill(SyncItem *it)
+{
+	char	   *body;
+
+	if (!AcBackfillBody(it->req.response, it->req.response_len, it->policy,
+						it->max_catchup, it->paused_at, it->now,
+						&body, &it->backfill))
+		return false;
+	AcRequestSet(&it->req, "POST",
+				 AcTemporalUrl("/schedules/%s/patch",
+							   AcTemporalEscape(psprintf("activity-schedule-%s", it->id))),
+				 body);
+	it->req.step = STEP_BACKFILL;
+	AcCount(AC_STAT_BACKFILLS, 1);
+	return true;
+}
+
+/* Mark an item finished with an error taken from its last request. */
+static bool
+FailItem(SyncItem *it)
+{
+	it->done_ok = false;
+	it->permanent = !AcTemporalIsTransient(it->req.status) &&
+		it->req.status != AC_T_OK;
+	it->error = psprintf("%s: %s",
+						 AcTemporalStatusName(it->req.status), it->req.error);
+	AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
+	return false;
+}
+
+/* After the schedule itself is in place: backfill, or finish. */
+static bool
+AfterUpsert(SyncItem *it)
+{
+	it->exists_after = true;
+	if (NeedsBackfill(it))
+	{
+		SetStep(it, STEP_MATCHING);
+		return true;
+	}
+	it->done_ok = true;
+	return false;
+}
+
+/* Request-finished callback: decide the next step of an item. */
+static bool
+SyncDone(AcRequest *req, void *arg)
+{
+	SyncItem   *it = (SyncItem *) req;
+	AcTemporalStatus st = req->status;
+
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	switch ((SyncStep) req->step)
+	{
+		case STEP_DELETE:
+			if (st == AC_T_OK || st == AC_T_NOT_FOUND)
+			{
+				it->exists_after = false;
+				it->done_ok = true;
+				return false;
+			}
+			return FailItem(it);
+		case STEP_CREATE:
+			if (st == AC_T_OK)
+				return AfterUpsert(it);
+			if (st == AC_T_ALREADY_EXISTS)
+			{
+				SetStep(it, STEP_UPDATE);
+				return true;
+			}
+			return FailItem(it);
+		case STEP_UPDATE:
+			if (st == AC_T_OK)
+				return AfterUpsert(it);
+			if (st == AC_T_NOT_FOUND && !it->tried_create)
+			{
+				SetStep(it, STEP_CREATE);
+				return true;
+			}
+			return FailItem(it);
+		case STEP_MATCHING:
+			if (st != AC_T_OK)
+				return FailItem(it);
+			if (PrepareBackfill(it))
+				return true;
+			it->done_ok = true;
+			return false;
+		case STEP_BACKFILL:
+			if (st != AC_T_OK)
+				return FailItem(it);
+			it->done_ok = true;
+			return false;
+	}
+	return false;
+}
+
+/* Copy column `col` of the current SPI row, or NULL. */
+static char *
+GetText(HeapTuple tup, TupleDesc desc, int col)
+{
+	char	   *v = SPI_getvalue(tup, desc, col);
+
+	return v ? pstrdup(v) : NULL;
+}
+
+/* Read up to `limit` due intents with their definitions. */
+static int
+ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items)
+{
+	const char *q = quote_identifier(schema);
+	char	   *sql = psprintf(
+							   "SELECT i.activity_id::text, i.revision, d.id IS NOT NULL AND d.trigger_type = 'cron', "
+							   "  d.enabled, d.name, d.workflow_type, d.task_queue, "
+							   "  d.trigger_config->>'cron_expression', d.trigger_config->>'timezone', "
+							   "  d.trigger_config->>'misfire_policy', d.trigger_config->>'max_catchup_runs', d.input::text, "
+							   "  coalesce(s.schedule_exists, false), "
+							   "  to_char(s.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+							   "  to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+							   "  coalesce(s.attempts, 0), coalesce(s.attempted_revision, 0) "
+							   "FROM %s.ac_schedule_intents i "
+							   "LEFT JOIN %s.ac_schedule_sync s USING (activity_id) "
+							   "LEFT JOIN %s.ac_activity_definitions d ON d.id = i.activity_id "
+							   "WHERE i.revision > coalesce(s.applied_revision, 0) "
+							   "  AND (s.activity_id IS NULL OR s.attempted_revision < i.revision "
+							   "       OR s.next_attempt_at <= pg_catalog.now()) "
+							   "ORDER BY i.revision LIMIT %d",
+							   q, q, q, limit);
+	int			ret = SPI_execute(sql, true, 0);
+	int			n;
+	MemoryContext old;
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read schedule intents: %s", SPI_result_code_string(ret));
+	n = (int) SPI_processed;
+	old = MemoryContextSwitchTo(cxt);
+	*items = palloc0(sizeof(SyncItem *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SyncItem   *it = palloc0(sizeof(SyncItem));
+		char	   *v;
+
+		it->id = GetText(tup, desc, 1);
+		it->revision = pg_strtoint64(SPI_getvalue(tup, desc, 2));
+		v = SPI_getvalue(tup, desc, 3);
+		it->is_cron = v && v[0] == 't';
+		v = SPI_getvalue(tup, desc, 4);
+		it->enabled = v && v[0] == 't';
+		it->name = GetText(tup, desc, 5);
+		it->workflow_type = GetText(tup, desc, 6);
+		it->task_queue = GetText(tup, desc, 7);
+		it->cron = GetText(tup, desc, 8);
+		it->timezone = GetText(tup, desc, 9);
+		it->policy = GetText(tup, desc, 10);
+		v = SPI_getvalue(tup, desc, 11);
+		it->max_catchup = v ? pg_strtoint32(v) : DEFAULT_MAX_CATCHUP_RUNS;
+		it->input = GetText(tup, desc, 12);
+		v = SPI_getvalue(tup, desc, 13);
+		it->schedule_exists = v && v[0] == 't';
+		it->paused_at = GetText(tup, desc, 14);
+		it->now = GetText(tup, desc, 15);
+		it->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 16));
+		it->attempted_revision = pg_strtoint64(SPI_getvalue(tup, desc, 17));
+		if (it->timezone == NULL)
+			it->timezone = "UTC";
+		if (it->policy == NULL)
+			it->policy = "skip";
+		if (it->input == NULL)
+			it->input = "{}";
+		(*items)[i] = it;
+	}
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/* Record the outcome of one item. */
+static void
+RecordOutcome(const char *schema, SyncItem *it)
+{
+	const char *q = quote_identifier(schema);
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {UUIDOID, INT8OID, BOOLOID, TEXTOID, BOOLOID, INT4OID};
+	int			ret;
+
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(it->id));
+	values[1] = Int64GetDatum(it->revision);
+	values[2] = BoolGetDatum(it->exists_after);
+
+	if (it->done_ok)
+	{
+		/* a deleted definition whose schedule is gone leaves no trace */
+		if (!it->is_cron && !it->exists_after)
+		{
+			ret = SPI_execute_with_args(psprintf(
+												 "WITH gone AS (DELETE FROM %s.ac_schedule_intents WHERE activity_id = $1 AND revision = $2 "
+												 "  AND activity_id IN (SELECT activity_id FROM %s.ac_schedule_intents WHERE activity_id = $1 FOR UPDATE SKIP LOCKED) "
+												 "  AND NOT EXISTS (SELECT 1 FROM %s.ac_activity_definitions WHERE id = $1) RETURNING activity_id) "
+												 "DELETE FROM %s.ac_schedule_sync WHERE activity_id IN (SELECT activity_id FROM gone)",
+												 q, q, q, q),
+										2, types, values, NULL, false, 0);
+			if (ret < 0)
+				elog(ERROR, "could not clean up a schedule intent: %s", SPI_result_code_string(ret));
+		}
+		values[3] = it->backfill ? CStringGetTextDatum(it->backfill) : (Datum) 0;
+		nulls[3] = it->backfill ? ' ' : 'n';
+		values[4] = BoolGetDatum(it->is_cron && !it->enabled);
+		ret = SPI_execute_with_args(psprintf(
+											 "INSERT INTO %s.ac_schedule_sync AS s (activity_id, applied_revision, attempted_revision, attempts, "
+											 "  last_error, error_permanent, next_attempt_at, last_attempt_at, last_applied_at, schedule_exists, "
+											 "  paused_at, last_backfill) "
+											 "VALUES ($1, $2, $2, 0, NULL, false, NULL, now(), now(), $3, "
+											 "  CASE WHEN $5 THEN now() END, $4::jsonb) "
+											 "ON CONFLICT (activity_id) DO UPDATE SET "
+											 "  applied_revision = greatest(s.applied_revision, $2), "
+											 "  attempted_revision = greatest(s.attempted_revision, $2), attempts = 0, "
+											 "  last_error = NULL, error_permanent = false, next_attempt_at = NULL, "
+											 "  last_attempt_at = now(), last_applied_at = now(), schedule_exists = $3, "
+											 "  paused_at = CASE WHEN $5 THEN coalesce(s.paused_at, now()) END, "
+											 "  last_backfill = coalesce($4::jsonb, s.last_backfill)",
+											 q),
+									5, types, values, nulls, false, 0);
+		AcCount(AC_STAT_SCHEDULES_APPLIED, 1);
+	}
+	else
+	{
+		int			attempts = it->attempted_revision < it->revision ? 1 : it->attempts + 1;
+		int			backoff = attempts >= 9 ? MAX_BACKOFF_S : Min(MAX_BACKOFF_S, 1 << (attempts - 1));
+
+		values[2] = BoolGetDatum(it->schedule_exists || it->exists_after);
+		values[3] = CStringGetTextDatum(it->error);
+		values[4] = BoolGetDatum(it->permanent);
+		values[5] = Int32GetDatum(attempts);
+		ret = SPI_execute_with_args(psprintf(
+											 "INSERT INTO %s.ac_schedule_sync AS s (activity_id, attempted_revision, attempts, last_error, "
+											 "  error_permanent, next_attempt_at, last_attempt_at, schedule_exists) "
+											 "VALUES ($1, $2, $6, $4, $5, CASE WHEN NOT $5 THEN now() + make_interval(secs => %d) END, now(), $3) "
+											 "ON CONFLICT (activity_id) DO UPDATE SET "
+											 "  attempted_revision = greatest(s.attempted_revision, $2), attempts = $6, "
+											 "  last_error = $4, error_permanent = $5, "
+											 "  next_attempt_at = CASE WHEN NOT $5 THEN now() + make_interval(secs => %d) END, "
+											 "  last_attempt_at = now(), schedule_exists = $3",
+											 q, backoff, backoff),
+									6, types, values, nulls, false, 0);
+		if (it->permanent)
+		{
+			AcCount(AC_STAT_SCHEDULE_FAILURES, 1);
+			ereport(WARNING,
+					(errmsg("Temporal refused the schedule of activity %s (\"%s\"): %s",
+							it->id, it->name ? it->name : "deleted", it->error),
+					 errhint("The change is not retried until the definition changes; see ac_sync_status.")));
+		}
+		else
+		{
+			AcCount(AC_STAT_SCHEDULE_RETRIES, 1);
+			elog(LOG, "activity_core: schedule of activity %s not applied (attempt %d, retry in %d s): %s",
+				 it->id, attempts, backoff, it->error);
+		}
+	}
+	if (ret < 0)
+		elog(ERROR, "could not record a schedule outcome: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * Apply one batch of due schedule intents; returns how many were handled.
+ * Must be called outside a transaction.
+ */
+int
+AcSyncScheduleBatch(const char *schema, int limit)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "activity_core schedule batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	SyncItem  **items;
+	int			n;
+
+	/* 1. read, in a short transaction */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	n = ReadDueItems(schema, limit, cxt, &items);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	if (n == 0)
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return 0;
+	}
+
+	/* 2. talk to Temporal, no transaction open */
+	pgstat_report_activity(STATE_RUNNING, "applying schedule changes to Temporal");
+	for (int i = 0; i < n; i++)
+		SetStep(items[i], items[i]->is_cron ?
+				(items[i]->schedule_exists ? STEP_UPDATE : STEP_CREATE) : STEP_DELETE);
+	AcTemporalRun((AcRequest **) items, n, ac_temporal_concurrency, SyncDone, NULL);
+
+	/* 3. record, in a second short transaction */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < n; i++)
+	{
+		RecordOutcome(schema, items[i]);
+		AcRequestFree(&items[i]->req);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return n;
+}

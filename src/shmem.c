@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared memory of activity_core: how to wake the dispatcher, and the
+ *	  counters behind ac_stats and /metrics.
+ *
+ * Locking: there is none.  The dispatcher publishes its PGPROC number with
+ * an atomic store when it starts and clears it when it exits; backends
+ * read it atomically and set that process's latch.  Counters are 64-bit
+ * atomics bumped by whichever process does the work.  No process-local
+ * pointer or file descriptor is ever stored here.
+ *
+ * IDENTIFICATION
+ *	  src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+
+#define NO_PROC PG_UINT32_MAX
+
+AcShared   *ac_shared = NULL;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Ask for our share of shared memory. */
+static void
+AcShmemRequest(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AcShared)));
+}
+
+/* Create or attach to the shared state. */
+static void
+AcShmemStartup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ac_shared = ShmemInitStruct("activity_core", sizeof(AcShared), &found);
+	if (!found)
+	{
+		pg_atomic_init_u32(&ac_shared->dispatcher_procno, NO_PROC);
+		for (int i = 0; i < AC_NUM_COUNTERS; i++)
+			pg_atomic_init_u64(&ac_shared->counters[i], 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Install the shared memory hooks (preload only). */
+void
+AcShmemInit(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = AcShmemRequest;
+#else
+	AcShmemRequest();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = AcShmemStartup;
+}
+
+/* Forget the dispatcher's latch when it exits. */
+static void
+AcDispatcherDetach(int code, Datum arg)
+{
+	if (ac_shared)
+		pg_atomic_write_u32(&ac_shared->dispatcher_procno, NO_PROC);
+}
+
+/* Publish the calling process as the dispatcher to wake. */
+void
+AcRegisterDispatcher(void)
+{
+	if (ac_shared == NULL)
+		return;
+	pg_atomic_write_u32(&ac_shared->dispatcher_procno, (uint32) MyProc->pgprocno);
+	on_shmem_exit(AcDispatcherDetach, (Datum) 0);
+}
+
+/* Wake the dispatcher, if there is one. */
+void
+AcWakeDispatcher(void)
+{
+	uint32		procno;
+
+	if (ac_shared == NULL)
+		return;
+	procno = pg_atomic_read_u32(&ac_shared->dispatcher_procno);
+	if (procno != NO_PROC && procno < ProcGlobal->allProcCount)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* Add to a shared counter (no-op without shared memory). */
+void
+AcCount(AcCounter counter, uint64 n)
+{
+	if (ac_shared)
+		pg_atomic_fetch_add_u64(&ac_shared->counters[counter], n);
+}

@@ -1,0 +1,365 @@
+/*-------------------------------------------------------------------------
+ *
+ * temporal.c
+ *	  Client for Temporal's HTTP API: libcurl multi for many requests in
+ *	  flight at once.
+ *
+ * One curl multi handle lives for the whole process, so connections to the
+ * frontend are kept and reused across batches.  Requests run on the calling
+ * thread only: the loop waits at most 100 ms in curl_multi_poll() and then
+ * calls CHECK_FOR_INTERRUPTS(), so SIGTERM, query cancel and
+ * statement_timeout stop a batch within a fraction of a second.  Curl
+ * callbacks never call into PostgreSQL (no palloc, no ereport); they only
+ * append to malloc'd buffers.  If an error is raised while a batch runs,
+ * every easy handle and buffer of the batch is released before it
+ * propagates.
+ *
+ * Errors are classified from the body (see AcParseError), not from the
+ * HTTP status alone.
+ *
+ * IDENTIFICATION
+ *	  src/temporal.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+
+#include "temporal.h"
+
+/* a response larger than this is cut off and treated as a transport error */
+#define MAX_RESPONSE (64 * 1024 * 1024)
+
+static CURLM *multi = NULL;
+
+/* Create the process-wide multi handle on first use. */
+static CURLM *
+GetMulti(void)
+{
+	if (multi == NULL)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not initialise libcurl")));
+		multi = curl_multi_init();
+		if (multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a curl multi handle")));
+	}
+	return multi;
+}
+
+/* Escape one path segment or query value; result is palloc'd. */
+char *
+AcTemporalEscape(const char *segment)
+{
+	char	   *esc = curl_easy_escape(NULL, segment, 0);
+	char	   *out;
+
+	if (esc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	out = pstrdup(esc);
+	curl_free(esc);
+	return out;
+}
+
+/*
+ * Build "<temporal_url>/namespaces/<namespace><suffix>"; the suffix is
+ * formatted from fmt, whose arguments the caller has escaped already.
+ */
+char *
+AcTemporalUrl(const char *fmt,...)
+{
+	StringInfoData buf;
+	const char *base = ac_temporal_url;
+	int			blen = strlen(base);
+	va_list		ap;
+
+	while (blen > 0 && base[blen - 1] == '/')
+		blen--;
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, base, blen);
+	appendStringInfo(&buf, "/namespaces/%s", AcTemporalEscape(ac_temporal_namespace));
+	for (;;)
+	{
+		int			needed;
+
+		va_start(ap, fmt);
+		needed = appendStringInfoVA(&buf, fmt, ap);
+		va_end(ap);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	return buf.data;
+}
+
+/* Return a new random UUID as text (palloc'd). */
+char *
+AcNewUuid(void)
+{
+	unsigned char b[16];
+
+	if (!pg_strong_random(b, sizeof(b)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random request id")));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+					b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* Set what a request sends; url and body are palloc'd by the caller. */
+void
+AcRequestSet(AcRequest *req, const char *method, char *url, char *body)
+{
+	AcRequestReset(req);
+	strlcpy(req->method, method, sizeof(req->method));
+	req->url = url;
+	req->body = body;
+}
+
+/* Forget the outcome of the last request. */
+void
+AcRequestReset(AcRequest *req)
+{
+	if (req->response)
+		free(req->response);
+	req->response = NULL;
+	req->response_len = 0;
+	req->response_cap = 0;
+	req->overflow = false;
+	req->http_status = 0;
+	req->grpc_code = 0;
+	req->status = AC_T_OK;
+	req->error[0] = '\0';
+}
+
+/* Release the malloc'd parts of a request. */
+void
+AcRequestFree(AcRequest *req)
+{
+	if (req->easy)
+	{
+		if (multi)
+			curl_multi_remove_handle(multi, (CURL *) req->easy);
+		curl_easy_cleanup((CURL *) req->easy);
+		req->easy = NULL;
+	}
+	if (req->headers)
+	{
+		curl_slist_free_all((struct curl_slist *) req->headers);
+		req->headers = NULL;
+	}
+	if (req->response)
+		free(req->response);
+	req->response = NULL;
+}
+
+/* curl write callback: append to the malloc'd response buffer. */
+static size_t
+WriteBody(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	AcRequest  *req = (AcRequest *) userdata;
+	size_t		n = size * nmemb;
+
+	if (req->response_len + n + 1 > MAX_RESPONSE)
+	{
+		req->overflow = true;
+		return 0;
+	}
+	if (req->response_len + n + 1 > req->response_cap)
+	{
+		size_t		cap = req->response_cap ? req->response_cap : 4096;
+		char	   *p;
+
+		while (cap < req->response_len + n + 1)
+			cap *= 2;
+		p = realloc(req->response, cap);
+		if (p == NULL)
+			return 0;
+		req->response = p;
+		req->response_cap = cap;
+	}
+	memcpy(req->response + req->response_len, data, n);
+	req->response_len += n;
+	req->response[req->response_len] = '\0';
+	return n;
+}
+
+/* Create the easy handle of a request. */
+static void
+StartRequest(AcRequest *req)
+{
+	CURL	   *easy = curl_easy_init();
+	struct curl_slist *h = NULL;
+	char		auth[1024];
+
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a curl handle")));
+	req->easy = easy;
+	h = curl_slist_append(h, "Content-Type: application/json");
+	h = curl_slist_append(h, "Accept: application/json");
+	if (ac_temporal_api_key && ac_temporal_api_key[0])
+	{
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", ac_temporal_api_key);
+		h = curl_slist_append(h, auth);
+		explicit_bzero(auth, sizeof(auth));
+	}
+	req->headers = h;
+
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, WriteBody);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) ac_temporal_connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) ac_temporal_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (ac_temporal_tls_ca_file && ac_temporal_tls_ca_file[0])
+		curl_easy_setopt(easy, CURLOPT_CAINFO, ac_temporal_tls_ca_file);
+	if (ac_temporal_tls_cert_file && ac_temporal_tls_cert_file[0])
+		curl_easy_setopt(easy, CURLOPT_SSLCERT, ac_temporal_tls_cert_file);
+	if (ac_temporal_tls_key_file && ac_temporal_tls_key_file[0])
+		curl_easy_setopt(easy, CURLOPT_SSLKEY, ac_temporal_tls_key_file);
+	if (strcmp(req->method, "POST") == 0)
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body ? req->body : "{}");
+	else if (strcmp(req->method, "GET") != 0)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+	if (curl_multi_add_handle(GetMulti(), easy) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not add a curl handle")));
+}
+
+/* Classify a finished request from its transport result and body. */
+static void
+ClassifyRequest(AcRequest *req, CURLcode rc)
+{
+	curl_easy_getinfo((CURL *) req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
+	if (rc != CURLE_OK)
+	{
+		req->status = AC_T_UNAVAILABLE;
+		snprintf(req->error, sizeof(req->error), "%s",
+				 req->overflow ? "response too large" : curl_easy_strerror(rc));
+		return;
+	}
+	if (req->http_status == 200)
+	{
+		req->status = AC_T_OK;
+		return;
+	}
+
+	AcParseError(req);
+}
+
+/* Release every handle and buffer of a batch (error path). */
+static void
+CleanupBatch(AcRequest **reqs, int nreqs)
+{
+	for (int i = 0; i < nreqs; i++)
+		AcRequestFree(reqs[i]);
+}
+
+/*
+ * Run a batch of requests with at most `concurrency` in flight, calling
+ * done() for each finished request on this thread.
+ */
+void
+AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
+			  AcRequestDone done, void *arg)
+{
+	CURLM	   *m = GetMulti();
+	int			next = 0;
+	int			in_flight = 0;
+
+	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long) concurrency);
+	PG_TRY();
+	{
+		while (next < nreqs || in_flight > 0)
+		{
+			int			running;
+			CURLMsg    *msg;
+			int			left;
+
+			while (in_flight < concurrency && next < nreqs)
+			{
+				StartRequest(reqs[next++]);
+				in_flight++;
+			}
+			curl_multi_perform(m, &running);
+			while ((msg = curl_multi_info_read(m, &left)) != NULL)
+			{
+				AcRequest  *req;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+				ClassifyRequest(req, msg->data.result);
+				curl_multi_remove_handle(m, msg->easy_handle);
+				curl_easy_cleanup(msg->easy_handle);
+				req->easy = NULL;
+				curl_slist_free_all((struct curl_slist *) req->headers);
+				req->headers = NULL;
+				in_flight--;
+				if (done(req, arg))
+				{
+					StartRequest(req);
+					in_flight++;
+				}
+			}
+			if (in_flight > 0)
+				curl_multi_poll(m, NULL, 0, 100, NULL);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_CATCH();
+	{
+		CleanupBatch(reqs, nreqs);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* Should a request that ended this way be tried again later? */
+bool
+AcTemporalIsTransient(AcTemporalStatus status)
+{
+	return status == AC_T_UNAVAILABLE || status == AC_T_UNAUTHORIZED;
+}
+
+/* A short name for a status, for logs and views. */
+const char *
+AcTemporalStatusName(AcTemporalStatus status)
+{
+	switch (status)
+	{
+		case AC_T_OK:
+			return "ok";
+		case AC_T_ALREADY_EXISTS:
+			return "already exists";
+		case AC_T_NOT_FOUND:
+			return "not found";
+		case AC_T_INVALID:
+			return "invalid argument";
+		case AC_T_UNAUTHORIZED:
+			return "unauthorized";
+		case AC_T_UNAVAILABLE:
+			return "unavailable";
+	}
+	return "unknown";
+}

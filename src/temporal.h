@@ -1,0 +1,102 @@
+/*-------------------------------------------------------------------------
+ *
+ * temporal.h
+ *	  Client for Temporal's HTTP API (libcurl multi + jansson).
+ *
+ * IDENTIFICATION
+ *	  src/temporal.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef AC_TEMPORAL_H
+#define AC_TEMPORAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* How a request ended, classified from the transport and the error body. */
+typedef enum AcTemporalStatus
+{
+	AC_T_OK = 0,
+	AC_T_ALREADY_EXISTS,		/* gRPC 6: schedule or workflow exists */
+	AC_T_NOT_FOUND,				/* gRPC 5 with a NotFoundFailure detail */
+	AC_T_INVALID,				/* gRPC 3, 9, 11: Temporal refuses the request */
+	AC_T_UNAUTHORIZED,			/* gRPC 7, 16 */
+	AC_T_UNAVAILABLE			/* transport error, timeouts, 5xx, rate limits,
+								 * unknown routes or namespaces */
+} AcTemporalStatus;
+
+typedef struct AcRequest AcRequest;
+
+/*
+ * Called on the main thread when a request finished.  It may call
+ * AcRequestSet() again on the same request and return true to send the
+ * follow-up request; returning false ends the request.
+ */
+typedef bool (*AcRequestDone) (AcRequest *req, void *arg);
+
+struct AcRequest
+{
+	/* what to send; set with AcRequestSet */
+	char		method[8];
+	char	   *url;			/* malloc'd */
+	char	   *body;			/* malloc'd JSON text, or NULL */
+
+	/* the caller's own */
+	void	   *user;
+	int			step;
+
+	/* outcome */
+	long		http_status;
+	AcTemporalStatus status;
+	int			grpc_code;
+	char	   *response;		/* malloc'd, NUL-terminated */
+	size_t		response_len;
+	char		error[512];		/* Temporal's message or the transport error */
+
+	/* private to temporal.c */
+	size_t		response_cap;
+	bool		overflow;
+	void	   *easy;
+	void	   *headers;
+};
+
+/* Build "base/namespaces/<ns><suffix>" with each %s argument escaped. */
+extern char *AcTemporalUrl(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+extern char *AcTemporalEscape(const char *segment);
+
+extern void AcRequestSet(AcRequest *req, const char *method, char *url,
+						 char *body);
+extern void AcRequestReset(AcRequest *req);
+extern void AcRequestFree(AcRequest *req);
+
+extern void AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
+						  AcRequestDone done, void *arg);
+
+extern bool AcTemporalIsTransient(AcTemporalStatus status);
+extern const char *AcTemporalStatusName(AcTemporalStatus status);
+extern char *AcNewUuid(void);
+
+/* What a schedule is built from (temporal_json.c). */
+typedef struct AcScheduleSpec
+{
+	const char *id;
+	const char *name;
+	const char *workflow_type;
+	const char *task_queue;
+	const char *cron;
+	const char *timezone;
+	const char *policy;			/* skip, catchup or compress */
+	const char *input;			/* JSON text of the definition's input */
+	bool		enabled;
+} AcScheduleSpec;
+
+extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
+extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
+						   int max_runs, const char *from, const char *to,
+						   char **body, char **description);
+extern const char *AcOverlapPolicy(const char *policy);
+extern const char *AcCatchupWindow(const char *policy);
+extern void AcParseError(AcRequest *req);
+
+#endif							/* AC_TEMPORAL_H */
