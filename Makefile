@@ -13,6 +13,7 @@ OBJS = \
 	src/dispatcher.o \
 	src/guc.o \
 	src/outbox.o \
+	src/reconcile.o \
 	src/schedule.o \
 	src/shmem.o \
 	src/temporal.o \
@@ -33,6 +34,9 @@ override with_llvm = no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on every header: the headers are few and small
+$(OBJS): $(wildcard src/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@

@@ -16,6 +16,9 @@
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
+#if PG_VERSION_NUM < 160000
+#define InitMaterializedSRF(fcinfo, flags) SetSingleFuncCall(fcinfo, flags)
+#endif
 
 #ifndef AC_VERSION
 #define AC_VERSION "unknown"
@@ -59,6 +62,8 @@ typedef enum AcCounter
 	AC_STAT_BACKFILLS,			/* backfill requests sent */
 	AC_STAT_TEMPORAL_REQUESTS,	/* HTTP requests sent to Temporal */
 	AC_STAT_TEMPORAL_ERRORS,	/* HTTP requests that failed */
+	AC_STAT_RECONCILE_RUNS,		/* full reconciles */
+	AC_STAT_RECONCILE_REPAIRS,	/* schedules created, updated or deleted by them */
 	AC_NUM_COUNTERS
 } AcCounter;
 
@@ -81,6 +86,7 @@ extern char *AcExtensionSchema(void);
 /* Dispatcher (dispatcher.c, schedule.c) */
 extern void AcRegisterDispatcherWorker(void);
 extern int	AcSyncScheduleBatch(const char *schema, int limit);
+extern void AcReconcileInWorker(const char *schema);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);

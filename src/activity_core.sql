@@ -129,7 +129,7 @@ BEGIN
 	END IF;
 	LOOP
 		SELECT t.id, s.last_error INTO failure
-		FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
 		JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
 		WHERE s.error_permanent AND s.attempted_revision >= t.rev
 		  AND s.applied_revision < t.rev
@@ -140,7 +140,7 @@ BEGIN
 					  HINT = 'See ac_sync_status; fix the definition and the dispatcher retries it.';
 		END IF;
 		SELECT pg_catalog.count(*) INTO remaining
-		FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
 		JOIN @extschema@.ac_schedule_intents i ON i.activity_id = t.id
 		LEFT JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
 		WHERE coalesce(s.applied_revision, 0) < t.rev;
@@ -149,7 +149,7 @@ BEGIN
 		END IF;
 		IF pg_catalog.clock_timestamp() >= deadline THEN
 			SELECT s.last_error INTO failure
-			FROM pg_catalog.unnest(ids, revs) AS t(id, rev)
+			FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
 			JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
 			WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
 			LIMIT 1;
@@ -164,3 +164,34 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION ac_wait_sync(interval) FROM PUBLIC;
+
+-- Reconcile and inspect the schedules in Temporal.
+CREATE FUNCTION ac_sync_schedules(
+	OUT activity_id uuid, OUT schedule_id text, OUT action text, OUT detail text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_sync_schedules'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_sync_schedules() IS
+	'Bring every activity-schedule-* schedule in Temporal in line with the table; one row per action taken';
+
+CREATE FUNCTION ac_schedules(
+	OUT schedule_id text, OUT activity_id uuid, OUT paused boolean, OUT notes text,
+	OUT next_fire_times jsonb, OUT recent_actions jsonb, OUT in_sync boolean, OUT drift text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_schedules'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_schedules() IS
+	'Live state of this extension''s schedules in Temporal, and whether each matches its definition';
+
+CREATE FUNCTION ac_cron_spec(expression text, timezone text DEFAULT 'UTC') RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'ac_cron_spec'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_cron_spec(text, text) IS
+	'The calendar Temporal compiles a cron expression into, in the form reconcile compares';
+
+-- Nothing that reaches Temporal is executable by PUBLIC.
+REVOKE ALL ON FUNCTION ac_sync_schedules() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_schedules() FROM PUBLIC;

@@ -37,19 +37,24 @@ typedef enum FieldMode
 
 typedef struct FieldSpec
 {
+	AcCronField idx;
 	const char *name;
 	int			min;
 	int			max;
 	FieldMode	mode;
 } FieldSpec;
 
-static const FieldSpec field_second = {"second", 0, 59, MODE_INT};
-static const FieldSpec field_minute = {"minute", 0, 59, MODE_INT};
-static const FieldSpec field_hour = {"hour", 0, 23, MODE_INT};
-static const FieldSpec field_dom = {"day-of-month", 1, 31, MODE_INT};
-static const FieldSpec field_month = {"month", 1, 12, MODE_MONTH};
-static const FieldSpec field_dow = {"day-of-week", 0, 7, MODE_DOW};
-static const FieldSpec field_year = {"year", 2000, 2100, MODE_INT};
+static const FieldSpec field_second = {AC_FIELD_SECOND, "second", 0, 59, MODE_INT};
+static const FieldSpec field_minute = {AC_FIELD_MINUTE, "minute", 0, 59, MODE_INT};
+static const FieldSpec field_hour = {AC_FIELD_HOUR, "hour", 0, 23, MODE_INT};
+static const FieldSpec field_dom = {AC_FIELD_DAY_OF_MONTH, "day-of-month", 1, 31, MODE_INT};
+static const FieldSpec field_month = {AC_FIELD_MONTH, "month", 1, 12, MODE_MONTH};
+static const FieldSpec field_dow = {AC_FIELD_DAY_OF_WEEK, "day-of-week", 0, 7, MODE_DOW};
+static const FieldSpec field_year = {AC_FIELD_YEAR, "year", 2000, 2100, MODE_INT};
+
+const char *const ac_cron_field_names[AC_NUM_FIELDS] = {
+	"second", "minute", "hour", "dayOfMonth", "month", "dayOfWeek", "year"
+};
 
 static const char *const month_names[] = {
 	"january", "february", "march", "april", "may", "june", "july",
@@ -210,6 +215,53 @@ count_char(const char *s, size_t len, char c)
 	return n;
 }
 
+/* Append one range to the compiled spec. */
+static void
+add_range(AcCronSpec *spec, AcCronField f, int start, int end, int step)
+{
+	int			n = spec->nranges[f];
+
+	if (n >= AC_CRON_MAX_RANGES)
+	{
+		spec->overflow = true;
+		return;
+	}
+	spec->ranges[f][n].start = start;
+	spec->ranges[f][n].end = end;
+	spec->ranges[f][n].step = step;
+	spec->nranges[f] = n + 1;
+}
+
+/*
+ * Record the range of one element as Temporal compiles it.  A year of "*"
+ * is no range at all.  Day-of-week 7 is Sunday: a range that reaches 7
+ * becomes a range for Sunday (0) followed by the rest capped at 6, unless
+ * it starts at 0 already.
+ */
+static void
+compile_part(const FieldSpec *f, AcCronSpec *spec, int start, int end,
+			 int step, bool star, bool has_step)
+{
+	if (spec == NULL)
+		return;
+	if (f->idx == AC_FIELD_YEAR && star && !has_step)
+		return;
+	if (f->mode == MODE_DOW && end == 7)
+	{
+		bool		hits7 = (7 - start) % step == 0;
+
+		if (start == 7)
+		{
+			add_range(spec, f->idx, 0, 0, 1);
+			return;
+		}
+		if (hits7 && start > 0)
+			add_range(spec, f->idx, 0, 0, 1);
+		end = 6;
+	}
+	add_range(spec, f->idx, start, end, step);
+}
+
 /* Check one comma-separated element: *, x, x-z, with optional /step. */
 static bool
 check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
@@ -217,11 +269,12 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 	size_t		body = len;
 	int			start;
 	int			end;
+	long		step = 1;
+	bool		has_step = false;
 
 	if (count_char(s, len, '/') > 0)
 	{
 		const char *slash = memchr(s, '/', len);
-		long		step;
 
 		if (count_char(s, len, '/') != 1)
 			return cron_fail(res, "%s field: \"%.*s\" has more than one \"/\"",
@@ -233,9 +286,19 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 		if (step < 1)
 			return cron_fail(res, "%s field: step %ld must be at least 1",
 							 f->name, step);
+		if (step > INT_MAX)
+		{
+			if (res->spec)
+				res->spec->overflow = true;
+			step = INT_MAX;
+		}
+		has_step = true;
 	}
 	if (body == 1 && s[0] == '*')
+	{
+		compile_part(f, res->spec, f->min, f->max, (int) step, true, has_step);
 		return true;
+	}
 	if (count_char(s, body, '-') > 0)
 	{
 		const char *dash = memchr(s, '-', body);
@@ -248,9 +311,15 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 		if (!parse_value(f, dash + 1, body - (size_t) (dash - s) - 1, start,
 						 &end, res))
 			return false;
-		return true;
 	}
-	return parse_value(f, s, body, f->min, &start, res);
+	else
+	{
+		if (!parse_value(f, s, body, f->min, &start, res))
+			return false;
+		end = has_step ? f->max : start;
+	}
+	compile_part(f, res->spec, start, end, (int) step, false, has_step);
+	return true;
 }
 
 /* Check one field: a comma list of elements. */
@@ -394,11 +463,11 @@ check_every(const char *s, size_t len, AcCronResult *res)
 }
 
 /*
- * Validate a cron expression; on failure res->error says which field is
- * wrong and why.
+ * Parse a cron expression; on failure res->error says which field is wrong
+ * and why.  With a spec, also compile it into Temporal's calendar form.
  */
-bool
-ac_cron_check(const char *expr, AcCronResult *res)
+static bool
+cron_parse(const char *expr, AcCronResult *res, AcCronSpec *spec)
 {
 	const char *s = expr;
 	size_t		len = strlen(expr);
@@ -410,6 +479,9 @@ ac_cron_check(const char *expr, AcCronResult *res)
 	const FieldSpec *order[7];
 
 	memset(res, 0, sizeof(*res));
+	res->spec = spec;
+	if (spec)
+		memset(spec, 0, sizeof(*spec));
 
 	/* the comment runs from the first '#' to the end */
 	hash = memchr(s, '#', len);
@@ -432,6 +504,12 @@ ac_cron_check(const char *expr, AcCronResult *res)
 		if (clen > AC_CRON_MAX_COMMENT)
 			return cron_fail(res, "comment is longer than %d bytes",
 							 AC_CRON_MAX_COMMENT);
+		if (res->spec && clen > 0)
+		{
+			memcpy(res->spec->comment, c, clen);
+			res->spec->comment[clen] = '\0';
+			res->spec->has_comment = true;
+		}
 		len = (size_t) (hash - s);
 	}
 	/* trailing white space before the comment is not part of the spec */
@@ -472,20 +550,22 @@ ac_cron_check(const char *expr, AcCronResult *res)
 
 	if (len > 0 && s[0] == '@')
 	{
-		static const char *const macros[] = {
-			"@yearly", "@annually", "@monthly", "@weekly", "@daily",
-			"@midnight", "@hourly"
+		static const char *const macros[][2] = {
+			{"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"},
+			{"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
+			{"@daily", "0 0 * * *"}, {"@midnight", "0 0 * * *"},
+			{"@hourly", "0 * * * *"}
 		};
+		int			i;
 
-		for (int i = 0; i < 7; i++)
-			if (strlen(macros[i]) == len && strncmp(s, macros[i], len) == 0)
-			{
-				res->kind = AC_CRON_CALENDAR;
-				res->nfields = 5;
-				return true;
-			}
-		return cron_fail(res, "unknown macro \"%.*s\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @every <duration>)",
-						 (int) len, s);
+		for (i = 0; i < 7; i++)
+			if (strlen(macros[i][0]) == len && strncmp(s, macros[i][0], len) == 0)
+				break;
+		if (i == 7)
+			return cron_fail(res, "unknown macro \"%.*s\" (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @every <duration>)",
+							 (int) len, s);
+		s = macros[i][1];
+		len = strlen(s);
 	}
 
 	/* split into fields on white space */
@@ -534,7 +614,24 @@ ac_cron_check(const char *expr, AcCronResult *res)
 	for (int i = 0; i < nfields; i++)
 		if (!check_field(order[i], fields[i], flens[i], res))
 			return false;
+	/* without a seconds field, the second is 0 */
+	if (nfields < 7 && res->spec)
+		add_range(res->spec, AC_FIELD_SECOND, 0, 0, 1);
 	res->kind = AC_CRON_CALENDAR;
 	res->nfields = nfields;
 	return true;
+}
+
+/* Validate a cron expression. */
+bool
+ac_cron_check(const char *expr, AcCronResult *res)
+{
+	return cron_parse(expr, res, NULL);
+}
+
+/* Validate a cron expression and compile it into Temporal's calendar form. */
+bool
+ac_cron_compile(const char *expr, AcCronResult *res, AcCronSpec *spec)
+{
+	return cron_parse(expr, res, spec);
 }

@@ -23,6 +23,41 @@ typedef enum AcCronKind
 	AC_CRON_INTERVAL
 } AcCronKind;
 
+/* Fields of a calendar, in the order Temporal's StructuredCalendarSpec names them */
+typedef enum AcCronField
+{
+	AC_FIELD_SECOND,
+	AC_FIELD_MINUTE,
+	AC_FIELD_HOUR,
+	AC_FIELD_DAY_OF_MONTH,
+	AC_FIELD_MONTH,
+	AC_FIELD_DAY_OF_WEEK,
+	AC_FIELD_YEAR,
+	AC_NUM_FIELDS
+} AcCronField;
+
+#define AC_CRON_MAX_RANGES 128
+
+typedef struct AcCronRange
+{
+	int			start;
+	int			end;
+	int			step;
+} AcCronRange;
+
+/*
+ * The structured calendar Temporal compiles a cron expression into, range
+ * by range, as DescribeSchedule shows it.
+ */
+typedef struct AcCronSpec
+{
+	int			nranges[AC_NUM_FIELDS];
+	AcCronRange ranges[AC_NUM_FIELDS][AC_CRON_MAX_RANGES];
+	bool		overflow;		/* more ranges than we keep */
+	bool		has_comment;
+	char		comment[AC_CRON_MAX_COMMENT + 1];
+} AcCronSpec;
+
 typedef struct AcCronResult
 {
 	AcCronKind	kind;
@@ -34,8 +69,11 @@ typedef struct AcCronResult
 	int			body_offset;	/* where the schedule starts after a prefix */
 	bool		comment_glued;	/* '#' right after a value, as in Quartz 1#2 */
 	char		error[256];
+	AcCronSpec *spec;			/* if set by the caller, filled in */
 } AcCronResult;
 
 extern bool ac_cron_check(const char *expr, AcCronResult *res);
+extern bool ac_cron_compile(const char *expr, AcCronResult *res, AcCronSpec *spec);
+extern const char *const ac_cron_field_names[AC_NUM_FIELDS];
 
 #endif							/* AC_CRON_H */

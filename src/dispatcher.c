@@ -4,8 +4,10 @@
  *	  The dispatcher background worker: drains committed intents to
  *	  Temporal.
  *
- * The worker connects to activity_core.database and loops: apply a batch
- * of due schedule intents (schedule.c), and when nothing is due, sleep on
+ * The worker connects to activity_core.database and loops: when it starts
+ * and every activity_core.reconcile_interval, reconcile Temporal against
+ * the table (reconcile.c); otherwise apply a batch of due schedule intents
+ * (schedule.c), and when nothing is due, sleep on
  * its latch until a committing transaction sets it, a retry falls due, or
  * a second passes.  It reloads its configuration on SIGHUP, exits on
  * SIGTERM at the next interrupt check (every blocking wait is at most
@@ -32,10 +34,12 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 PGDLLEXPORT void ac_dispatcher_main(Datum arg);
 
 #define BATCH_SIZE 1000
+#define RECONCILE_RETRY_MS 30000
 
 /* Register the dispatcher with the postmaster (preload only). */
 void
@@ -73,11 +77,26 @@ LookupSchema(void)
 	return schema;
 }
 
+/* When the next reconcile is due (the setting may change at any reload). */
+static TimestampTz
+ReconcileDue(TimestampTz last, bool failed)
+{
+	int64		ms = (int64) ac_reconcile_interval_s * 1000;
+
+	if (last == 0)
+		return 0;
+	if (failed)
+		ms = Min(ms, RECONCILE_RETRY_MS);
+	return TimestampTzPlusMilliseconds(last, ms);
+}
+
 /* Main entry point of the dispatcher worker. */
 void
 ac_dispatcher_main(Datum arg)
 {
 	MemoryContext loop_cxt;
+	volatile TimestampTz last_reconcile = 0;
+	volatile bool reconcile_failed = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -94,6 +113,7 @@ ac_dispatcher_main(Datum arg)
 	{
 		long		sleep_ms = 1000;
 		int			handled = 0;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -107,8 +127,19 @@ ac_dispatcher_main(Datum arg)
 		{
 			char	   *schema = LookupSchema();
 
+			now = GetCurrentTimestamp();
 			if (schema == NULL)
 				sleep_ms = 5000;
+			else if (ac_reconcile_interval_s > 0 &&
+					 now >= ReconcileDue(last_reconcile, reconcile_failed))
+			{
+				/* at start and every reconcile_interval; sooner after a failure */
+				last_reconcile = now;
+				reconcile_failed = true;
+				AcReconcileInWorker(schema);
+				reconcile_failed = false;
+				handled = 1;
+			}
 			else
 			{
 				handled = AcSyncScheduleBatch(schema, BATCH_SIZE);
@@ -132,6 +163,13 @@ ac_dispatcher_main(Datum arg)
 
 		if (handled > 0)
 			continue;
+		if (ac_reconcile_interval_s > 0 && last_reconcile > 0)
+		{
+			long		until = (long) ((ReconcileDue(last_reconcile, reconcile_failed) -
+										 GetCurrentTimestamp()) / 1000);
+
+			sleep_ms = Max(Min(sleep_ms, until), 10);
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -91,6 +91,24 @@ typedef struct AcScheduleSpec
 	bool		enabled;
 } AcScheduleSpec;
 
+/* A schedule as DescribeSchedule shows it, and how it differs. */
+typedef struct AcScheduleInfo
+{
+	bool		readable;
+	bool		paused;
+	char	   *notes;
+	char	   *future;			/* JSON array of RFC 3339 times */
+	char	   *recent;			/* JSON array of recent actions */
+	char	   *drift;			/* "" when in sync; fields that differ */
+} AcScheduleInfo;
+
+extern void AcReadSchedule(const char *describe, size_t len,
+						   const AcScheduleSpec *want, AcScheduleInfo *info);
+extern void AcReadScheduleList(const char *page, size_t len, const char *prefix,
+							   char ***ids, int *nids, int *capacity,
+							   char **next_token);
+extern char *AcExpectedSpecText(const char *cron, const char *tz);
+extern char *AcNormalSpecText(const char *describe_spec);
 extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
 extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
 						   int max_runs, const char *from, const char *to,

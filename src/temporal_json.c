@@ -31,7 +31,22 @@
 
 #include <jansson.h>
 
+#include "common/base64.h"
+#include "lib/stringinfo.h"
+
+#include "cron.h"
 #include "temporal.h"
+
+/*
+ * A new empty JSON object.  jansson's json_object() must not be called
+ * from here: the postgres executable exports a function of the same name
+ * (the SQL json_object), and the dynamic linker binds our call to it.
+ */
+static json_t *
+NewObject(void)
+{
+	return json_pack("{}");
+}
 
 /* Dump a jansson value to a palloc'd string and release it. */
 static char *
@@ -251,4 +266,350 @@ AcParseError(AcRequest *req)
 		req->status = AC_T_UNAUTHORIZED;
 	if (root)
 		json_decref(root);
+}
+
+/* Parse a protobuf JSON duration ("5400s", "0.500s") into nanoseconds. */
+static bool
+DurationNs(json_t *d, int64 *ns)
+{
+	const char *s;
+	char	   *end;
+	double		secs;
+
+	if (d == NULL)
+	{
+		*ns = 0;
+		return true;
+	}
+	if (!json_is_string(d))
+		return false;
+	s = json_string_value(d);
+	secs = strtod(s, &end);
+	if (end == s || strcmp(end, "s") != 0)
+		return false;
+	*ns = (int64) (secs * 1e9 + (secs >= 0 ? 0.5 : -0.5));
+	return true;
+}
+
+/* A Range list in normal form: [[start, end, step], ...], zeros filled in. */
+static json_t *
+NormalRanges(json_t *list)
+{
+	json_t	   *out = json_array();
+	size_t		i;
+	json_t	   *r;
+
+	json_array_foreach(list, i, r)
+	{
+		json_t	   *s = json_object_get(r, "start");
+		json_t	   *e = json_object_get(r, "end");
+		json_t	   *st = json_object_get(r, "step");
+
+		json_array_append_new(out, json_pack("[I, I, I]",
+											 s ? json_integer_value(s) : 0,
+											 e ? json_integer_value(e) : 0,
+											 st ? json_integer_value(st) : 0));
+	}
+	return out;
+}
+
+/* Bring a DescribeSchedule spec into the normal form of AcExpectedSpec. */
+static json_t *
+NormalSpec(json_t *spec)
+{
+	json_t	   *out = NewObject();
+	json_t	   *cals = json_object_get(spec, "structuredCalendar");
+	json_t	   *ivs = json_object_get(spec, "interval");
+	json_t	   *tz = json_object_get(spec, "timezoneName");
+	json_t	   *cal_out = json_array();
+	json_t	   *iv_out = json_array();
+	size_t		i;
+	json_t	   *v;
+
+	json_array_foreach(cals, i, v)
+	{
+		json_t	   *c = NewObject();
+		json_t	   *comment = json_object_get(v, "comment");
+
+		for (int f = 0; f < AC_NUM_FIELDS; f++)
+			json_object_set_new(c, ac_cron_field_names[f],
+								NormalRanges(json_object_get(v, ac_cron_field_names[f])));
+		json_object_set_new(c, "comment",
+							json_string(json_is_string(comment) ? json_string_value(comment) : ""));
+		json_array_append_new(cal_out, c);
+	}
+	json_array_foreach(ivs, i, v)
+	{
+		int64		iv = 0;
+		int64		ph = 0;
+
+		if (!DurationNs(json_object_get(v, "interval"), &iv) ||
+			!DurationNs(json_object_get(v, "phase"), &ph))
+			iv = -1;
+		json_array_append_new(iv_out, json_pack("[I, I]", (json_int_t) iv, (json_int_t) ph));
+	}
+	json_object_set_new(out, "calendar", cal_out);
+	json_object_set_new(out, "interval", iv_out);
+	json_object_set_new(out, "timezone", json_string(json_is_string(tz) ? json_string_value(tz) : ""));
+	return out;
+}
+
+/*
+ * The spec Temporal shows for a cron expression in a time zone, in normal
+ * form: {"calendar": [...], "interval": [...], "timezone": ...}.  NULL when
+ * the expression is too large to predict.
+ */
+static json_t *
+ExpectedSpec(const char *cron, const char *tz)
+{
+	AcCronResult res;
+	AcCronSpec *spec = palloc(sizeof(AcCronSpec));
+	json_t	   *out;
+	json_t	   *cals = json_array();
+	json_t	   *ivs = json_array();
+
+	if (!ac_cron_compile(cron, &res, spec) || spec->overflow)
+	{
+		json_decref(cals);
+		json_decref(ivs);
+		pfree(spec);
+		return NULL;
+	}
+	if (res.kind == AC_CRON_INTERVAL)
+		json_array_append_new(ivs, json_pack("[I, I]", (json_int_t) res.interval_ns,
+											 (json_int_t) res.phase_ns));
+	else
+	{
+		json_t	   *c = NewObject();
+
+		for (int f = 0; f < AC_NUM_FIELDS; f++)
+		{
+			json_t	   *list = json_array();
+
+			for (int i = 0; i < spec->nranges[f]; i++)
+				json_array_append_new(list, json_pack("[i, i, i]",
+													  spec->ranges[f][i].start,
+													  spec->ranges[f][i].end,
+													  spec->ranges[f][i].step));
+			json_object_set_new(c, ac_cron_field_names[f], list);
+		}
+		json_object_set_new(c, "comment", json_string(spec->has_comment ? spec->comment : ""));
+		json_array_append_new(cals, c);
+	}
+	pfree(spec);
+	out = json_pack("{s:o, s:o, s:s}", "calendar", cals, "interval", ivs,
+					"timezone", tz);
+	return out;
+}
+
+/* JSON text of the spec Temporal shows for an expression (normal form). */
+char *
+AcExpectedSpecText(const char *cron, const char *tz)
+{
+	json_t	   *j = ExpectedSpec(cron, tz);
+
+	return j ? JsonToText(j) : NULL;
+}
+
+/* JSON text of a DescribeSchedule spec in normal form. */
+char *
+AcNormalSpecText(const char *describe_spec)
+{
+	json_error_t err;
+	json_t	   *spec = json_loads(describe_spec, 0, &err);
+	json_t	   *norm;
+
+	if (spec == NULL)
+		return NULL;
+	norm = NormalSpec(spec);
+	json_decref(spec);
+	return JsonToText(norm);
+}
+
+/* The value of the activity_id search attribute, in either payload form. */
+static char *
+SearchAttributeValue(json_t *indexed)
+{
+	json_t	   *v = json_object_get(indexed, "activity_id");
+	json_t	   *data;
+	const char *b64;
+	char	   *raw;
+	int			len;
+	json_error_t err;
+	json_t	   *decoded;
+	char	   *out = NULL;
+
+	if (json_is_string(v))
+		return pstrdup(json_string_value(v));
+	data = json_object_get(v, "data");
+	if (!json_is_string(data))
+		return NULL;
+	b64 = json_string_value(data);
+	raw = palloc(pg_b64_dec_len(strlen(b64)) + 1);
+	len = pg_b64_decode(b64, strlen(b64), raw, pg_b64_dec_len(strlen(b64)));
+	if (len < 0)
+		return NULL;
+	decoded = json_loadb(raw, len, JSON_DECODE_ANY, &err);
+	if (json_is_string(decoded))
+		out = pstrdup(json_string_value(decoded));
+	if (decoded)
+		json_decref(decoded);
+	return out;
+}
+
+/* Add a drifted field's name to the list. */
+static void
+AddDrift(StringInfo drift, const char *field)
+{
+	appendStringInfo(drift, "%s%s", drift->len ? ", " : "", field);
+}
+
+/*
+ * Read a DescribeSchedule answer: its state for ac_schedules(), and which
+ * fields differ from what the definition asks for (NULL drift when the
+ * answer could not be read).
+ */
+void
+AcReadSchedule(const char *describe, size_t len, const AcScheduleSpec *want,
+			   AcScheduleInfo *info)
+{
+	json_error_t err;
+	json_t	   *root = json_loadb(describe, len, 0, &err);
+	json_t	   *sched;
+	json_t	   *state;
+	json_t	   *pol;
+	json_t	   *sw;
+	json_t	   *sinfo;
+	StringInfoData drift;
+
+	memset(info, 0, sizeof(*info));
+	if (root == NULL || !json_is_object(root))
+	{
+		if (root)
+			json_decref(root);
+		return;
+	}
+	sched = json_object_get(root, "schedule");
+	state = json_object_get(sched, "state");
+	pol = json_object_get(sched, "policies");
+	sw = json_object_get(json_object_get(sched, "action"), "startWorkflow");
+	sinfo = json_object_get(root, "info");
+
+	info->readable = true;
+	info->paused = json_is_true(json_object_get(state, "paused"));
+	if (json_is_string(json_object_get(state, "notes")))
+		info->notes = pstrdup(json_string_value(json_object_get(state, "notes")));
+	info->future = JsonToText(json_incref(json_object_get(sinfo, "futureActionTimes") ?
+										  json_object_get(sinfo, "futureActionTimes") : json_array()));
+	info->recent = JsonToText(json_incref(json_object_get(sinfo, "recentActions") ?
+										  json_object_get(sinfo, "recentActions") : json_array()));
+
+	if (want == NULL)
+	{
+		json_decref(root);
+		return;
+	}
+
+	initStringInfo(&drift);
+	{
+		json_t	   *expected = ExpectedSpec(want->cron, want->timezone);
+		json_t	   *actual = NormalSpec(json_object_get(sched, "spec"));
+
+		if (expected == NULL)
+			AddDrift(&drift, "spec (not comparable)");
+		else
+		{
+			if (!json_equal(json_object_get(expected, "calendar"), json_object_get(actual, "calendar")) ||
+				!json_equal(json_object_get(expected, "interval"), json_object_get(actual, "interval")))
+				AddDrift(&drift, "spec");
+			if (!json_equal(json_object_get(expected, "timezone"), json_object_get(actual, "timezone")))
+				AddDrift(&drift, "timezone");
+			json_decref(expected);
+		}
+		json_decref(actual);
+	}
+	{
+		json_t	   *op = json_object_get(pol, "overlapPolicy");
+		int64		have = -1;
+		int64		wantw = -2;
+		json_t	   *ws = json_string(AcCatchupWindow(want->policy));
+
+		if (!json_is_string(op) || strcmp(json_string_value(op), AcOverlapPolicy(want->policy)) != 0)
+			AddDrift(&drift, "overlap_policy");
+		(void) DurationNs(json_object_get(pol, "catchupWindow"), &have);
+		(void) DurationNs(ws, &wantw);
+		json_decref(ws);
+		if (have != wantw)
+			AddDrift(&drift, "catchup_window");
+	}
+	if (info->paused != !want->enabled)
+		AddDrift(&drift, "paused");
+	{
+		json_t	   *wid = json_object_get(sw, "workflowId");
+		json_t	   *wt = json_object_get(json_object_get(sw, "workflowType"), "name");
+		json_t	   *tq = json_object_get(json_object_get(sw, "taskQueue"), "name");
+		char	   *want_wid = psprintf("activity-%s:schedule", want->id);
+		json_t	   *arg = json_pack("[{s:s, s:s, s:s, s:o}]",
+									"activity_id", want->id,
+									"activity_name", want->name,
+									"trigger", "cron",
+									"input", ParseJson(want->input));
+		char	   *sa = SearchAttributeValue(json_object_get(json_object_get(sw, "searchAttributes"),
+															 "indexedFields"));
+
+		if (!json_is_string(wt) || strcmp(json_string_value(wt), want->workflow_type) != 0)
+			AddDrift(&drift, "workflow_type");
+		if (!json_is_string(tq) || strcmp(json_string_value(tq), want->task_queue) != 0)
+			AddDrift(&drift, "task_queue");
+		if (!json_is_string(wid) || strcmp(json_string_value(wid), want_wid) != 0)
+			AddDrift(&drift, "workflow_id");
+		if (!json_equal(arg, json_object_get(sw, "input")))
+			AddDrift(&drift, "input");
+		if (sa == NULL || strcmp(sa, want->id) != 0)
+			AddDrift(&drift, "search_attribute");
+		json_decref(arg);
+	}
+	info->drift = drift.data;
+	json_decref(root);
+}
+
+/*
+ * Read one ListSchedules page: the ids that start with prefix (palloc'd
+ * strings appended to *ids, *nids grows) and the next page token (NULL on
+ * the last page).
+ */
+void
+AcReadScheduleList(const char *page, size_t len, const char *prefix,
+				   char ***ids, int *nids, int *capacity, char **next_token)
+{
+	json_error_t err;
+	json_t	   *root = json_loadb(page, len, 0, &err);
+	json_t	   *list;
+	json_t	   *tok;
+	size_t		i;
+	json_t	   *v;
+
+	*next_token = NULL;
+	if (root == NULL)
+		return;
+	list = json_object_get(root, "schedules");
+	json_array_foreach(list, i, v)
+	{
+		json_t	   *sid = json_object_get(v, "scheduleId");
+
+		if (!json_is_string(sid) ||
+			strncmp(json_string_value(sid), prefix, strlen(prefix)) != 0)
+			continue;
+		if (*nids == *capacity)
+		{
+			*capacity = Max(*capacity * 2, 64);
+			*ids = *ids ? repalloc(*ids, sizeof(char *) * *capacity) :
+				palloc(sizeof(char *) * *capacity);
+		}
+		(*ids)[(*nids)++] = pstrdup(json_string_value(sid));
+	}
+	tok = json_object_get(root, "nextPageToken");
+	if (json_is_string(tok) && json_string_value(tok)[0])
+		*next_token = pstrdup(json_string_value(tok));
+	json_decref(root);
 }

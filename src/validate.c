@@ -25,6 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "cron.h"
@@ -214,13 +215,15 @@ NormaliseCron(Jsonb *config)
 	ConfigKey	keys[] = {
 		{.name = "cron_expression"},
 		{.name = "timezone"},
-		{.name = "misfire_policy"}
+		{.name = "misfire_policy"},
+		{.name = "max_catchup_runs"}
 	};
 	char	   *expr;
 	char	   *body;
 	char	   *tz;
 	const char *canon_tz = "UTC";
 	char	   *policy;
+	int			max_catchup = 0;
 	AcCronResult res;
 	StringInfoData buf;
 
@@ -228,6 +231,28 @@ NormaliseCron(Jsonb *config)
 	expr = RequireString(&keys[0], "cron", example, true);
 	tz = RequireString(&keys[1], "cron", example, false);
 	policy = RequireString(&keys[2], "cron", example, false);
+	if (keys[3].present)
+	{
+		JsonbValue *v = &keys[3].value;
+		int64		runs = -1;
+
+		if (v->type == jbvNumeric)
+		{
+			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+																  NumericGetDatum(v->val.numeric)));
+			char	   *end;
+			long		l = strtol(text, &end, 10);
+
+			if (*end == '\0' && end != text)
+				runs = l;
+		}
+		if (runs < 1 || runs > 1000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("trigger_config.max_catchup_runs must be an integer from 1 to 1000"),
+					 errhint("It caps how many missed fire times a catchup backfill starts; the default is 100.")));
+		max_catchup = (int) runs;
+	}
 
 	if (!ac_cron_check(expr, &res))
 		ereport(ERROR,
@@ -283,6 +308,8 @@ NormaliseCron(Jsonb *config)
 	AppendPair(&buf, "cron_expression", body);
 	AppendPair(&buf, "timezone", canon_tz);
 	AppendPair(&buf, "misfire_policy", policy);
+	if (max_catchup > 0)
+		appendStringInfo(&buf, ", \"max_catchup_runs\": %d", max_catchup);
 	appendStringInfoChar(&buf, '}');
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
