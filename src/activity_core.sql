@@ -71,9 +71,11 @@ COMMENT ON TABLE ac_schedule_intents IS
 COMMENT ON TABLE ac_schedule_sync IS
 	'What the dispatcher applied in Temporal for each definition, and its last error';
 
+-- runs as the extension's owner, so that roles writing definitions need no
+-- rights on the bookkeeping tables
 CREATE FUNCTION ac_definitions_changed() RETURNS trigger
 	AS 'MODULE_PATHNAME', 'ac_definitions_changed'
-	LANGUAGE C;
+	LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE TRIGGER ac_definitions_changed
 	AFTER INSERT OR UPDATE OR DELETE ON ac_activity_definitions
@@ -106,7 +108,7 @@ COMMENT ON VIEW ac_sync_status IS
 
 -- Wait until the schedule changes committed before the call are applied.
 CREATE FUNCTION ac_wait_sync(timeout interval DEFAULT '30 seconds') RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	ids uuid[];
 	revs bigint[];

@@ -69,6 +69,7 @@ typedef struct RecItem
 	bool		found;
 	const char *action;			/* what was done, NULL for nothing */
 	char	   *detail;
+	int			retries;
 } RecItem;
 
 typedef struct RecRun
@@ -89,10 +90,24 @@ SchedulePath(RecItem *it, const char *suffix)
 	return AcTemporalUrl("/schedules/%s%s", AcTemporalEscape(it->schedule_id), suffix);
 }
 
-/* Finish an item with an error from its last request. */
+#define REC_RETRIES 2
+
+/*
+ * Finish an item with an error from its last request, unless the error is
+ * transient and the request may be sent once more.
+ */
 static bool
 RecFail(RecItem *it)
 {
+	if (AcTemporalIsTransient(it->req.status) && it->retries < REC_RETRIES)
+	{
+		char		method[8];
+
+		it->retries++;
+		strlcpy(method, it->req.method, sizeof(method));
+		AcRequestSet(&it->req, method, it->req.url, it->req.body);
+		return true;
+	}
 	it->action = "error";
 	it->detail = psprintf("%s: %s", AcTemporalStatusName(it->req.status), it->req.error);
 	return false;

@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "temporal.h"
 
@@ -88,6 +89,23 @@ typedef struct SyncItem
 
 static char *ScheduleBody(SyncItem *it, bool create);
 
+/* The current time as RFC 3339 in UTC, with microseconds. */
+static char *
+Rfc3339Now(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	pg_time_t	t = timestamptz_to_time_t(now);
+	int			usec = (int) (now % USECS_PER_SEC);
+	struct pg_tm *tm;
+
+	if (usec < 0)
+		usec += USECS_PER_SEC;
+	tm = pg_gmtime(&t);
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday,
+					tm->tm_hour, tm->tm_min, tm->tm_sec, usec);
+}
+
 /* Set the item's request for a step. */
 static void
 SetStep(SyncItem *it, SyncStep step)
@@ -111,6 +129,8 @@ SetStep(SyncItem *it, SyncStep step)
 						 ScheduleBody(it, false));
 			break;
 		case STEP_MATCHING:
+			/* the missed span ends now that the schedule runs again */
+			it->now = Rfc3339Now();
 			AcRequestSet(&it->req, "GET",
 						 AcTemporalUrl("/schedules/%s/matching-times?startTime=%s&endTime=%s",
 									   sid, AcTemporalEscape(it->paused_at),
@@ -269,8 +289,8 @@ ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items
 							   "  d.trigger_config->>'cron_expression', d.trigger_config->>'timezone', "
 							   "  d.trigger_config->>'misfire_policy', d.trigger_config->>'max_catchup_runs', d.input::text, "
 							   "  coalesce(s.schedule_exists, false), "
-							   "  to_char(s.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-							   "  to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+							   "  to_char(s.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+							   "  to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
 							   "  coalesce(s.attempts, 0), coalesce(s.attempted_revision, 0) "
 							   "FROM %s.ac_schedule_intents i "
 							   "LEFT JOIN %s.ac_schedule_sync s USING (activity_id) "
@@ -349,14 +369,23 @@ RecordOutcome(const char *schema, SyncItem *it)
 		if (!it->is_cron && !it->exists_after)
 		{
 			ret = SPI_execute_with_args(psprintf(
-												 "WITH gone AS (DELETE FROM %s.ac_schedule_intents WHERE activity_id = $1 AND revision = $2 "
-												 "  AND activity_id IN (SELECT activity_id FROM %s.ac_schedule_intents WHERE activity_id = $1 FOR UPDATE SKIP LOCKED) "
-												 "  AND NOT EXISTS (SELECT 1 FROM %s.ac_activity_definitions WHERE id = $1) RETURNING activity_id) "
-												 "DELETE FROM %s.ac_schedule_sync WHERE activity_id IN (SELECT activity_id FROM gone)",
-												 q, q, q, q),
+												 "DELETE FROM %s.ac_schedule_intents WHERE activity_id = $1 AND revision = $2 "
+												 "  AND activity_id IN (SELECT activity_id FROM %s.ac_schedule_intents "
+												 "                      WHERE activity_id = $1 FOR UPDATE SKIP LOCKED) "
+												 "  AND NOT EXISTS (SELECT 1 FROM %s.ac_activity_definitions WHERE id = $1)",
+												 q, q, q),
 										2, types, values, NULL, false, 0);
 			if (ret < 0)
 				elog(ERROR, "could not clean up a schedule intent: %s", SPI_result_code_string(ret));
+			if (SPI_processed == 1)
+			{
+				ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_schedule_sync WHERE activity_id = $1", q),
+											1, types, values, NULL, false, 0);
+				if (ret < 0)
+					elog(ERROR, "could not clean up a schedule outcome: %s", SPI_result_code_string(ret));
+				AcCount(AC_STAT_SCHEDULES_APPLIED, 1);
+				return;
+			}
 		}
 		values[3] = it->backfill ? CStringGetTextDatum(it->backfill) : (Datum) 0;
 		nulls[3] = it->backfill ? ' ' : 'n';
