@@ -11,9 +11,13 @@ OBJS = \
 	src/activity_core.o \
 	src/cron.o \
 	src/dispatcher.o \
+	src/events.o \
 	src/guc.o \
+	src/nats_client.o \
 	src/outbox.o \
+	src/publish.o \
 	src/reconcile.o \
+	src/router.o \
 	src/schedule.o \
 	src/shmem.o \
 	src/temporal.o \
@@ -26,7 +30,7 @@ EXTRA_CLEAN = $(EXTENSION)--*.sql
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DAC_VERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = -lcurl -ljansson
+SHLIB_LINK = -lcurl -ljansson $(shell pkg-config --libs libnats)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # no LLVM bitcode: nothing here benefits from JIT inlining, and it needs clang

@@ -38,6 +38,7 @@ _PG_init(void)
 		return;
 	AcShmemInit();
 	AcRegisterDispatcherWorker();
+	AcRegisterRouterWorker();
 }
 
 /* ac_version() returns text: the version of the loaded library. */

@@ -45,6 +45,8 @@ extern char *ac_subject_prefix;
 extern char *ac_consumer_name;
 extern int	ac_router_batch_size;
 extern int	ac_router_concurrency;
+extern int	ac_router_max_deliveries;
+extern int	ac_max_event_bytes;
 extern int	ac_reconcile_interval_s;
 extern char *ac_metrics_listen;
 
@@ -64,29 +66,44 @@ typedef enum AcCounter
 	AC_STAT_TEMPORAL_ERRORS,	/* HTTP requests that failed */
 	AC_STAT_RECONCILE_RUNS,		/* full reconciles */
 	AC_STAT_RECONCILE_REPAIRS,	/* schedules created, updated or deleted by them */
+	AC_STAT_EVENTS_RECEIVED,	/* messages fetched by the router */
+	AC_STAT_EVENTS_ACKED,		/* messages done and acked */
+	AC_STAT_EVENTS_UNMATCHED,	/* valid events no definition matched */
+	AC_STAT_EVENTS_RETRIED,		/* messages nak'd for a later try */
+	AC_STAT_EVENTS_DEAD,		/* messages sent to ac_dead_letters */
+	AC_STAT_WORKFLOWS_STARTED,	/* workflow starts Temporal accepted */
+	AC_STAT_WORKFLOWS_ALREADY_STARTED,	/* starts that found the workflow there */
+	AC_STAT_EVENTS_PUBLISHED,	/* outbox events published to JetStream */
 	AC_NUM_COUNTERS
 } AcCounter;
 
 typedef struct AcShared
 {
 	pg_atomic_uint32 dispatcher_procno;
+	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
 	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
 } AcShared;
 
 extern AcShared *ac_shared;
+extern const char *const ac_counter_names[AC_NUM_COUNTERS];
 
 extern void AcShmemInit(void);
 extern void AcRegisterDispatcher(void);
 extern void AcWakeDispatcher(void);
 extern void AcCount(AcCounter counter, uint64 n);
+extern uint64 AcEventGeneration(void);
+extern void AcBumpEventGeneration(void);
 
 /* Outbox trigger (outbox.c) */
 extern char *AcExtensionSchema(void);
+extern void AcWakeDispatcherAtCommit(void);
 
 /* Dispatcher (dispatcher.c, schedule.c) */
 extern void AcRegisterDispatcherWorker(void);
 extern int	AcSyncScheduleBatch(const char *schema, int limit);
 extern void AcReconcileInWorker(const char *schema);
+extern void AcRegisterRouterWorker(void);
+extern int	AcDrainOutbox(const char *schema, int limit);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);

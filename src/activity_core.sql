@@ -197,3 +197,110 @@ COMMENT ON FUNCTION ac_cron_spec(text, text) IS
 -- Nothing that reaches Temporal is executable by PUBLIC.
 REVOKE ALL ON FUNCTION ac_sync_schedules() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_schedules() FROM PUBLIC;
+
+-- Events: dead letters, the publishing outbox, matching and replay.
+CREATE TABLE ac_dead_letters (
+	id bigserial PRIMARY KEY,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	subject text,
+	stream_seq bigint,
+	deliveries integer,
+	reason text NOT NULL,
+	event_id text,
+	event_type text,
+	raw bytea NOT NULL,
+	replayed_at timestamptz
+);
+
+COMMENT ON TABLE ac_dead_letters IS
+	'Events the router could not route: poison, refused by Temporal, or out of deliveries; raw is the message as received';
+
+CREATE TABLE ac_outbox (
+	id bigserial PRIMARY KEY,
+	subject text NOT NULL,
+	msg_id text NOT NULL,
+	data bytea NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	last_error text
+);
+
+COMMENT ON TABLE ac_outbox IS
+	'Events committed by ac_publish() and not yet published to JetStream';
+
+CREATE FUNCTION ac_outbox_wake() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_outbox_wake'
+	LANGUAGE C VOLATILE;
+
+-- Publish an event to <prefix>.<event_type> once the transaction commits.
+CREATE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	id text := coalesce(event_id, pg_catalog.gen_random_uuid()::text);
+	prefix text := coalesce(pg_catalog.current_setting('activity_core.subject_prefix', true), 'activity');
+BEGIN
+	IF event_type IS NULL OR event_type !~ '^[^.*> [:cntrl:]]+(\.[^.*> [:cntrl:]]+)*$' THEN
+		RAISE EXCEPTION 'invalid event_type "%"', event_type
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Events are published to activity.<event_type>: dot-separated tokens without spaces, "*" or ">".';
+	END IF;
+	IF payload IS NULL OR pg_catalog.jsonb_typeof(payload) <> 'object' THEN
+		RAISE EXCEPTION 'payload must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF id = '' OR pg_catalog.strpos(id, '/') > 0 OR pg_catalog.octet_length(id) > 900 THEN
+		RAISE EXCEPTION 'invalid event_id "%"', id
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'An event_id is non-empty, at most 900 bytes and has no "/" (it becomes part of a workflow id).';
+	END IF;
+	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data)
+	VALUES (prefix || '.' || event_type, id,
+			pg_catalog.convert_to(pg_catalog.jsonb_build_object(
+				'event_id', id, 'type', event_type, 'payload', payload,
+				'occurred_at', pg_catalog.now(), 'source', 'activity_core')::text, 'UTF8'));
+	PERFORM @extschema@.ac_outbox_wake();
+	RETURN id;
+END
+$$;
+
+-- Re-publish a dead letter (after fixing raw if needed) through the outbox.
+CREATE FUNCTION ac_replay_dead_letter(id bigint) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	dl record;
+	msg text;
+BEGIN
+	SELECT * INTO dl FROM @extschema@.ac_dead_letters d WHERE d.id = ac_replay_dead_letter.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'dead letter % does not exist', id USING ERRCODE = 'no_data_found';
+	END IF;
+	msg := 'replay-' || dl.id || '-' || pg_catalog.gen_random_uuid();
+	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data) VALUES (dl.subject, msg, dl.raw);
+	UPDATE @extschema@.ac_dead_letters SET replayed_at = pg_catalog.now() WHERE ac_dead_letters.id = dl.id;
+	PERFORM @extschema@.ac_outbox_wake();
+	RETURN dl.event_id;
+END
+$$;
+
+CREATE FUNCTION ac_explain_match(envelope jsonb,
+	OUT activity_id uuid, OUT name text, OUT matches boolean, OUT reason text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_explain_match'
+	LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION ac_explain_match(jsonb) IS
+	'The router''s decision for an envelope: which event definitions match, and why the others do not';
+
+REVOKE ALL ON FUNCTION ac_publish(text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_replay_dead_letter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_outbox_wake() FROM PUBLIC;
+
+CREATE FUNCTION ac_stats_counters(OUT name text, OUT value bigint) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats'
+	LANGUAGE C VOLATILE;
+
+CREATE VIEW ac_stats AS SELECT name, value FROM ac_stats_counters();
+
+COMMENT ON VIEW ac_stats IS 'Counters of the dispatcher and the router since the server started';

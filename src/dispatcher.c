@@ -143,6 +143,7 @@ ac_dispatcher_main(Datum arg)
 			else
 			{
 				handled = AcSyncScheduleBatch(schema, BATCH_SIZE);
+				handled += AcDrainOutbox(schema, BATCH_SIZE);
 				pfree(schema);
 			}
 		}

@@ -38,6 +38,8 @@ char	   *ac_subject_prefix = NULL;
 char	   *ac_consumer_name = NULL;
 int			ac_router_batch_size = 256;
 int			ac_router_concurrency = 64;
+int			ac_router_max_deliveries = 10;
+int			ac_max_event_bytes = 1048576;
 int			ac_reconcile_interval_s = 300;
 char	   *ac_metrics_listen = NULL;
 
@@ -128,6 +130,13 @@ AcDefineGucs(void)
 	DefineInt("activity_core.router_concurrency",
 			  "Workflow starts the router keeps in flight at once.",
 			  &ac_router_concurrency, 64, 1, 1024, 0);
+
+	DefineInt("activity_core.router_max_deliveries",
+			  "Deliveries of an event after which a transient failure sends it to the dead letters.",
+			  &ac_router_max_deliveries, 10, 1, 1000, 0);
+	DefineInt("activity_core.max_event_size",
+			  "Largest event envelope the router accepts; larger ones are dead letters.",
+			  &ac_max_event_bytes, 1048576, 1024, 64 * 1024 * 1024, GUC_UNIT_BYTE);
 
 	DefineInt("activity_core.reconcile_interval",
 			  "Time between full reconciles of Temporal against the table (0 disables).",

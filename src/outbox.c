@@ -39,6 +39,7 @@ static const char *const schedule_columns[] = {
 };
 
 static bool wake_at_commit = false;
+static bool events_changed = false;
 static bool xact_callback_registered = false;
 static SPIPlanPtr intent_plan = NULL;
 static Oid	intent_plan_nsp = InvalidOid;
@@ -51,29 +52,48 @@ WakeAtCommit(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			if (events_changed)
+				AcBumpEventGeneration();
 			if (wake_at_commit)
 				AcWakeDispatcher();
 			wake_at_commit = false;
+			events_changed = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			events_changed = false;
 			break;
 		default:
 			break;
 	}
 }
 
-/* Ask for the dispatcher to be woken when the transaction commits. */
+/* Make sure the commit hook is registered in this process. */
 static void
-WakeDispatcherAtCommit(void)
+RegisterCommitHook(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(WakeAtCommit, NULL);
 		xact_callback_registered = true;
 	}
+}
+
+/* Ask for the dispatcher to be woken when the transaction commits. */
+void
+AcWakeDispatcherAtCommit(void)
+{
+	RegisterCommitHook();
 	wake_at_commit = true;
+}
+
+/* Ask for the router's index to be rebuilt when the transaction commits. */
+static void
+EventsChangedAtCommit(void)
+{
+	RegisterCommitHook();
+	events_changed = true;
 }
 
 /* Return the schema the extension lives in (palloc'd), or NULL. */
@@ -121,14 +141,21 @@ ScheduleColumnsChanged(TupleDesc desc, HeapTuple oldt, HeapTuple newt)
 	return false;
 }
 
-/* Is this row version a cron definition? */
+/* Is this row version of the given trigger type? */
 static bool
-IsCron(TupleDesc desc, HeapTuple tuple)
+IsType(TupleDesc desc, HeapTuple tuple, const char *type)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tuple, SPI_fnumber(desc, "trigger_type"), desc, &isnull);
 
-	return !isnull && strcmp(TextDatumGetCString(d), "cron") == 0;
+	return !isnull && strcmp(TextDatumGetCString(d), type) == 0;
+}
+
+/* Is this row version a cron definition? */
+static bool
+IsCron(TupleDesc desc, HeapTuple tuple)
+{
+	return IsType(desc, tuple, "cron");
 }
 
 /* Record a new revision for one definition. */
@@ -200,6 +227,10 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 	else
 		return PointerGetDatum(NULL);
 
+	/* event definitions live in the router's memory: rebuild it at commit */
+	if ((oldt && IsType(desc, oldt, "event")) || (newt && IsType(desc, newt, "event")))
+		EventsChangedAtCommit();
+
 	if (!(oldt && IsCron(desc, oldt)) && !(newt && IsCron(desc, newt)))
 		return PointerGetDatum(NULL);
 	if (oldt && newt && !ScheduleColumnsChanged(desc, oldt, newt) &&
@@ -219,6 +250,6 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 		RecordIntent(td->tg_relation, heap_getattr(newt, id_att, desc, &isnull));
 	SPI_finish();
 
-	WakeDispatcherAtCommit();
+	AcWakeDispatcherAtCommit();
 	return PointerGetDatum(NULL);
 }

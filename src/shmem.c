@@ -23,10 +23,37 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #define NO_PROC PG_UINT32_MAX
 
 AcShared   *ac_shared = NULL;
+
+PG_FUNCTION_INFO_V1(ac_stats);
+
+/* Names of the counters, as ac_stats and /metrics show them. */
+const char *const ac_counter_names[AC_NUM_COUNTERS] = {
+	"schedule_changes",
+	"schedules_applied",
+	"schedule_retries",
+	"schedule_failures",
+	"backfills",
+	"temporal_requests",
+	"temporal_errors",
+	"reconcile_runs",
+	"reconcile_repairs",
+	"events_received",
+	"events_acked",
+	"events_unmatched",
+	"events_retried",
+	"events_dead_lettered",
+	"workflows_started",
+	"workflows_already_started",
+	"events_published"
+};
 
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -58,6 +85,7 @@ AcShmemStartup(void)
 	if (!found)
 	{
 		pg_atomic_init_u32(&ac_shared->dispatcher_procno, NO_PROC);
+		pg_atomic_init_u64(&ac_shared->event_generation, 1);
 		for (int i = 0; i < AC_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&ac_shared->counters[i], 0);
 	}
@@ -115,4 +143,42 @@ AcCount(AcCounter counter, uint64 n)
 {
 	if (ac_shared)
 		pg_atomic_fetch_add_u64(&ac_shared->counters[counter], n);
+}
+
+/* The generation of the event definitions (0 without shared memory). */
+uint64
+AcEventGeneration(void)
+{
+	return ac_shared ? pg_atomic_read_u64(&ac_shared->event_generation) : 0;
+}
+
+/* Tell the router that event definitions changed. */
+void
+AcBumpEventGeneration(void)
+{
+	if (ac_shared)
+		pg_atomic_fetch_add_u64(&ac_shared->event_generation, 1);
+}
+
+/* ac_stats() returns setof (name, value): the shared counters. */
+Datum
+ac_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ac_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("activity_core must be loaded via shared_preload_libraries to count")));
+	for (int i = 0; i < AC_NUM_COUNTERS; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(ac_counter_names[i]);
+		values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&ac_shared->counters[i]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -109,6 +109,10 @@ extern void AcReadScheduleList(const char *page, size_t len, const char *prefix,
 							   char **next_token);
 extern char *AcExpectedSpecText(const char *cron, const char *tz);
 extern char *AcNormalSpecText(const char *describe_spec);
+extern char *AcStartWorkflowBody(const char *id, const char *name,
+								 const char *workflow_type, const char *task_queue,
+								 const char *input, const char *envelope,
+								 const char *request_id);
 extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
 extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
 						   int max_runs, const char *from, const char *to,

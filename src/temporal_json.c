@@ -613,3 +613,32 @@ AcReadScheduleList(const char *page, size_t len, const char *prefix,
 		*next_token = pstrdup(json_string_value(tok));
 	json_decref(root);
 }
+
+/*
+ * Build the StartWorkflowExecution body of an event start: the argument
+ * {"activity_id", "activity_name", "trigger": "event", "input", "event"},
+ * REJECT_DUPLICATE, the given request id and the activity_id search
+ * attribute.
+ */
+char *
+AcStartWorkflowBody(const char *id, const char *name, const char *workflow_type,
+					const char *task_queue, const char *input,
+					const char *envelope, const char *request_id)
+{
+	json_t	   *arg = json_pack("{s:s, s:s, s:s, s:o, s:o}",
+								"activity_id", id,
+								"activity_name", name,
+								"trigger", "event",
+								"input", ParseJson(input),
+								"event", ParseJson(envelope));
+
+	return JsonToText(json_pack("{s:s, s:s, s:{s:s}, s:{s:s}, s:[o], s:s, s:s, s:o}",
+								"requestId", request_id,
+								"identity", "activity_core router",
+								"workflowType", "name", workflow_type,
+								"taskQueue", "name", task_queue,
+								"input", arg,
+								"workflowIdReusePolicy", "WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE",
+								"workflowIdConflictPolicy", "WORKFLOW_ID_CONFLICT_POLICY_FAIL",
+								"searchAttributes", SearchAttributes(id)));
+}

@@ -1,0 +1,429 @@
+/*-------------------------------------------------------------------------
+ *
+ * events.c
+ *	  Event envelopes and the in-memory index of event definitions.
+ *
+ * An envelope is a JSON object with event_id, type, payload (object,
+ * default {}) and optional occurred_at and source; a CloudEvents JSON event
+ * (specversion, id, type, data) is read as the same thing.  Anything else
+ * is poison, with a reason.
+ *
+ * The index holds the enabled event definitions keyed by event type.  A
+ * definition matches an envelope when the type is equal and payload @>
+ * filters; the containment test is PostgreSQL's own jsonb_contains, so the
+ * answer is exactly the one SQL's @> gives.  The router rebuilds the index
+ * when a committed change to event definitions bumps the shared
+ * generation counter; it never queries the table per event.
+ * ac_explain_match() runs the same index and matcher from SQL.
+ *
+ * IDENTIFICATION
+ *	  src/events.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "events.h"
+
+PG_FUNCTION_INFO_V1(ac_explain_match);
+
+#define TYPE_KEY_SIZE 256
+
+/* longest event_id that still fits a Temporal workflow id */
+#define MAX_EVENT_ID 900
+
+typedef struct IndexEntry
+{
+	char		key[TYPE_KEY_SIZE];
+	List	   *defs;			/* AcEventDef * */
+} IndexEntry;
+
+struct AcEventIndex
+{
+	MemoryContext cxt;
+	HTAB	   *types;
+	int			ndefs;
+	List	   *disabled;		/* for ac_explain_match */
+};
+
+/* Find a string member of a jsonb object; NULL when absent. */
+static JsonbValue *
+GetKey(Jsonb *obj, const char *key)
+{
+	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), NULL);
+}
+
+/* Name of a JSON value's type, for poison reasons. */
+static const char *
+JsonTypeLabel(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		default:
+			return "unexpected";
+	}
+}
+
+/* Read a required string member, or set the poison reason. */
+static char *
+RequiredString(Jsonb *obj, const char *key, const char *label, AcEnvelope *env)
+{
+	JsonbValue *v = GetKey(obj, key);
+
+	if (v == NULL)
+	{
+		env->reason = psprintf("missing %s", label);
+		return NULL;
+	}
+	if (v->type != jbvString)
+	{
+		env->reason = psprintf("%s is %s, not a string", label, JsonTypeLabel(v));
+		return NULL;
+	}
+	if (v->val.string.len == 0)
+	{
+		env->reason = psprintf("%s is empty", label);
+		return NULL;
+	}
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Parse the bytes of a message into an envelope.  Returns false, with
+ * env->reason set, for poison.
+ */
+bool
+AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType jerr;
+	char	   *text;
+	Jsonb	   *volatile root = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	JsonbValue *payload;
+	bool		cloudevent;
+
+	memset(env, 0, sizeof(*env));
+	if (len > max_bytes)
+	{
+		env->reason = psprintf("oversize: %d bytes, the limit is %d", len, max_bytes);
+		return false;
+	}
+	if (memchr(data, '\0', len) != NULL)
+	{
+		env->reason = "invalid JSON: contains a NUL byte";
+		return false;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, data, len, true))
+	{
+		env->reason = "invalid UTF-8";
+		return false;
+	}
+	text = pnstrdup(data, len);
+	lex = makeJsonLexContextCstringLen(text, len, PG_UTF8, true);
+	jerr = pg_parse_json(lex, &nullSemAction);
+	if (jerr != JSON_SUCCESS)
+	{
+		env->reason = psprintf("invalid JSON: %s", json_errdetail(jerr, lex));
+		return false;
+	}
+
+	/* valid JSON; jsonb_in can still refuse e.g. an out-of-range number */
+	PG_TRY();
+	{
+		root = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		env->reason = psprintf("invalid JSON: %s", edata->message);
+		return false;
+	}
+	PG_END_TRY();
+
+	if (!JB_ROOT_IS_OBJECT(root) || JB_ROOT_IS_SCALAR(root))
+	{
+		env->reason = "the envelope is not a JSON object";
+		return false;
+	}
+	cloudevent = GetKey(root, "specversion") != NULL;
+	env->event_id = RequiredString(root, cloudevent ? "id" : "event_id",
+								   cloudevent ? "id" : "event_id", env);
+	if (env->event_id == NULL)
+		return false;
+	if (strchr(env->event_id, '/') != NULL)
+	{
+		env->reason = "event_id contains \"/\", which Temporal's HTTP API cannot carry in a workflow id";
+		return false;
+	}
+	if (strlen(env->event_id) > MAX_EVENT_ID)
+	{
+		env->reason = psprintf("event_id is longer than %d bytes", MAX_EVENT_ID);
+		return false;
+	}
+	env->type = RequiredString(root, "type", "type", env);
+	if (env->type == NULL)
+		return false;
+	payload = GetKey(root, cloudevent ? "data" : "payload");
+	if (payload == NULL || payload->type == jbvNull)
+		env->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else if (payload->type == jbvBinary && JsonContainerIsObject(payload->val.binary.data))
+		env->payload = JsonbValueToJsonb(payload);
+	else
+	{
+		env->reason = psprintf("%s is %s, not a JSON object",
+							   cloudevent ? "data" : "payload", JsonTypeLabel(payload));
+		return false;
+	}
+	env->envelope = root;
+	env->text = text;
+	return true;
+}
+
+/* Does payload @> filters, exactly as SQL decides it? */
+static bool
+Contains(Jsonb *payload, Jsonb *filters)
+{
+	return DatumGetBool(DirectFunctionCall2(jsonb_contains,
+											JsonbPGetDatum(payload),
+											JsonbPGetDatum(filters)));
+}
+
+/* Copy one definition row of the current SPI result. */
+static AcEventDef *
+ReadDef(HeapTuple tup, TupleDesc desc)
+{
+	AcEventDef *d = palloc0(sizeof(AcEventDef));
+	bool		isnull;
+	Datum		filters;
+
+	d->id = pstrdup(SPI_getvalue(tup, desc, 1));
+	d->name = pstrdup(SPI_getvalue(tup, desc, 2));
+	d->workflow_type = pstrdup(SPI_getvalue(tup, desc, 3));
+	d->task_queue = pstrdup(SPI_getvalue(tup, desc, 4));
+	d->input = pstrdup(SPI_getvalue(tup, desc, 5));
+	d->event_type = pstrdup(SPI_getvalue(tup, desc, 6));
+	filters = SPI_getbinval(tup, desc, 7, &isnull);
+	if (isnull)
+		d->filters = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else
+		d->filters = DatumGetJsonbPCopy(filters);
+	d->match_all = JB_ROOT_COUNT(d->filters) == 0;
+	d->enabled = SPI_getvalue(tup, desc, 8)[0] == 't';
+	return d;
+}
+
+/*
+ * Build the index of event definitions; SPI must be connected.  The index
+ * lives in its own memory context under parent.
+ */
+AcEventIndex *
+AcBuildEventIndex(const char *schema, MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	AcEventIndex *idx = palloc0(sizeof(AcEventIndex));
+	HASHCTL		ctl;
+	int			ret;
+
+	idx->cxt = cxt;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = TYPE_KEY_SIZE;
+	ctl.entrysize = sizeof(IndexEntry);
+	ctl.hcxt = cxt;
+	idx->types = hash_create("activity_core event types", 1024, &ctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	ret = SPI_execute(psprintf("SELECT id::text, name, workflow_type, task_queue, input::text, "
+							   "  trigger_config->>'event_type', trigger_config->'filters', enabled "
+							   "FROM %s.ac_activity_definitions WHERE trigger_type = 'event' "
+							   "ORDER BY id", quote_identifier(schema)), true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the event definitions: %s", SPI_result_code_string(ret));
+	MemoryContextSwitchTo(cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		AcEventDef *d = ReadDef(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+		IndexEntry *e;
+		bool		found;
+		char		key[TYPE_KEY_SIZE];
+
+		if (!d->enabled)
+		{
+			idx->disabled = lappend(idx->disabled, d);
+			continue;
+		}
+		strlcpy(key, d->event_type, sizeof(key));
+		e = hash_search(idx->types, key, HASH_ENTER, &found);
+		if (!found)
+			e->defs = NIL;
+		e->defs = lappend(e->defs, d);
+		idx->ndefs++;
+	}
+	MemoryContextSwitchTo(old);
+	return idx;
+}
+
+/* Free an index. */
+void
+AcFreeEventIndex(AcEventIndex *idx)
+{
+	if (idx)
+		MemoryContextDelete(idx->cxt);
+}
+
+/* Number of enabled definitions in the index. */
+int
+AcEventIndexSize(AcEventIndex *idx)
+{
+	return idx ? idx->ndefs : 0;
+}
+
+/* The enabled definitions that match an envelope (a List of AcEventDef). */
+List *
+AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload)
+{
+	char		key[TYPE_KEY_SIZE];
+	IndexEntry *e;
+	List	   *out = NIL;
+	ListCell   *lc;
+
+	strlcpy(key, type, sizeof(key));
+	e = hash_search(idx->types, key, HASH_FIND, NULL);
+	if (e == NULL)
+		return NIL;
+	foreach(lc, e->defs)
+	{
+		AcEventDef *d = (AcEventDef *) lfirst(lc);
+
+		if (strcmp(d->event_type, type) != 0)
+			continue;
+		if (d->match_all || Contains(payload, d->filters))
+			out = lappend(out, d);
+	}
+	return out;
+}
+
+/* Explain why a definition does not match: the first filter key that fails. */
+static char *
+FailingKey(AcEventDef *d, Jsonb *payload)
+{
+	JsonbIterator *it = JsonbIteratorInit(&d->filters->root);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		JsonbValue	val;
+		JsonbParseState *st = NULL;
+		Jsonb	   *one;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &val, true);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		pushJsonbValue(&st, WJB_KEY, &v);
+		pushJsonbValue(&st, WJB_VALUE, &val);
+		one = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+		if (!Contains(payload, one))
+			return psprintf("filters key \"%s\" does not match the payload", key);
+	}
+	return pstrdup("filters do not match the payload");
+}
+
+/*
+ * ac_explain_match(envelope jsonb) returns setof (activity_id, name,
+ * matches, reason): the router's own decision for every event definition.
+ */
+Datum
+ac_explain_match(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Jsonb	   *envelope = PG_GETARG_JSONB_P(0);
+	char	   *text = JsonbToCString(NULL, &envelope->root, VARSIZE(envelope));
+	AcEnvelope	env;
+	AcEventIndex *idx;
+	char	   *schema;
+	HASH_SEQ_STATUS seq;
+	IndexEntry *e;
+	List	   *matched;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!AcParseEnvelope(text, strlen(text), MaxAllocSize, &env))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the router would dead-letter this envelope: %s", env.reason)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schema = AcExtensionSchema();
+	idx = AcBuildEventIndex(schema, CurrentMemoryContext);
+	matched = AcMatchEvent(idx, env.type, env.payload);
+
+	hash_seq_init(&seq, idx->types);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		foreach(lc, e->defs)
+		{
+			AcEventDef *d = (AcEventDef *) lfirst(lc);
+			Datum		values[4];
+			bool		nulls[4] = {false, false, false, false};
+			bool		m = list_member_ptr(matched, d);
+
+			values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->id));
+			values[1] = CStringGetTextDatum(d->name);
+			values[2] = BoolGetDatum(m);
+			if (m)
+				values[3] = CStringGetTextDatum("matches");
+			else if (strcmp(d->event_type, env.type) != 0)
+				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
+														 d->event_type, env.type));
+			else
+				values[3] = CStringGetTextDatum(FailingKey(d, env.payload));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	foreach(lc, idx->disabled)
+	{
+		AcEventDef *d = (AcEventDef *) lfirst(lc);
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->id));
+		values[1] = CStringGetTextDatum(d->name);
+		values[2] = BoolGetDatum(false);
+		values[3] = CStringGetTextDatum("disabled");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,324 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_client.c
+ *	  Connection to NATS JetStream for the router and the dispatcher.
+ *
+ * Rules kept here (see the design notes on threads): nats.c is never
+ * touched in the postmaster, only in a worker after the fork; every call
+ * that may start library threads runs with all signals blocked, so those
+ * threads never run PostgreSQL's signal handlers; no callback is
+ * registered, so no library thread ever calls back into our code.  All
+ * calls are made from the worker's main thread, with bounded waits.
+ *
+ * IDENTIFICATION
+ *	  src/nats_client.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include "miscadmin.h"
+
+#include "nats_client.h"
+
+/* Block every signal; remember the old mask. */
+static void
+BlockSignals(sigset_t *old)
+{
+	sigset_t	all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+/* Restore the signal mask. */
+static void
+RestoreSignals(sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* Describe a nats.c failure: status text and the thread's last error. */
+char *
+AcNatsError(natsStatus s)
+{
+	const char *last = nats_GetLastError(NULL);
+
+	if (last && last[0])
+		return psprintf("%s (%s)", natsStatus_GetText(s), last);
+	return pstrdup(natsStatus_GetText(s));
+}
+
+/* Split activity_core.nats_url into a server list and set it. */
+static natsStatus
+SetServers(natsOptions *o)
+{
+	char	   *urls = pstrdup(ac_nats_url);
+	const char *list[32];
+	int			n = 0;
+	char	   *tok;
+	char	   *save;
+
+	for (tok = strtok_r(urls, ", ", &save); tok && n < 32; tok = strtok_r(NULL, ", ", &save))
+		list[n++] = tok;
+	if (n == 0)
+		return NATS_INVALID_ARG;
+	return natsOptions_SetServers(o, list, n);
+}
+
+/*
+ * Connect to NATS and open a JetStream context.  Returns NULL and sets
+ * *error when that fails; never throws for NATS failures.
+ */
+AcNats *
+AcNatsConnect(const char *name, char **error)
+{
+	sigset_t	old;
+	natsOptions *o = NULL;
+	natsStatus	s;
+	AcNats	   *n = palloc0(sizeof(AcNats));
+	jsOptions	jo;
+
+	BlockSignals(&old);
+	s = natsOptions_Create(&o);
+	if (s == NATS_OK)
+		s = SetServers(o);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(o, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(o, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(o, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(o, 1000);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(o, 20000);
+	if (s == NATS_OK)
+		s = natsOptions_SetFailRequestsOnDisconnect(o, true);
+	if (s == NATS_OK && ac_nats_credentials_file && ac_nats_credentials_file[0])
+		s = natsOptions_SetUserCredentialsFromFiles(o, ac_nats_credentials_file, NULL);
+	if (s == NATS_OK && ac_nats_tls_ca_file && ac_nats_tls_ca_file[0])
+	{
+		s = natsOptions_SetSecure(o, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCATrustedCertificates(o, ac_nats_tls_ca_file);
+	}
+	if (s == NATS_OK && ac_nats_tls_cert_file && ac_nats_tls_cert_file[0])
+	{
+		s = natsOptions_SetSecure(o, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCertificatesChain(o, ac_nats_tls_cert_file,
+												  ac_nats_tls_key_file);
+	}
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&n->nc, o);
+	if (s == NATS_OK)
+	{
+		jsOptions_Init(&jo);
+		jo.Wait = 5000;
+		s = natsConnection_JetStream(&n->js, n->nc, &jo);
+	}
+	if (s != NATS_OK)
+		*error = AcNatsError(s);
+	RestoreSignals(&old);
+	if (o)
+		natsOptions_Destroy(o);
+	if (s != NATS_OK)
+	{
+		AcNatsClose(n);
+		return NULL;
+	}
+	return n;
+}
+
+/* Close a connection and its JetStream context. */
+void
+AcNatsClose(AcNats *n)
+{
+	if (n == NULL)
+		return;
+	if (n->sub)
+		natsSubscription_Destroy(n->sub);
+	if (n->js)
+		jsCtx_Destroy(n->js);
+	if (n->nc)
+	{
+		natsConnection_FlushTimeout(n->nc, 500);
+		natsConnection_Destroy(n->nc);
+	}
+	n->sub = NULL;
+	n->js = NULL;
+	n->nc = NULL;
+}
+
+/* Release every library thread before the process exits. */
+void
+AcNatsShutdown(void)
+{
+	nats_CloseAndWait(2000);
+}
+
+/*
+ * Make sure the stream exists; create it with our defaults when absent.
+ * When it exists with other subjects, warn and leave it alone.
+ */
+bool
+AcNatsEnsureStream(AcNats *n, char **error)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	char	   *subject = psprintf("%s.>", ac_subject_prefix);
+	sigset_t	old;
+
+	BlockSignals(&old);
+	s = js_GetStreamInfo(&si, n->js, ac_stream_name, NULL, &jerr);
+	if (s == NATS_NOT_FOUND)
+	{
+		jsStreamConfig sc;
+		const char *subjects[1] = {subject};
+
+		jsStreamConfig_Init(&sc);
+		sc.Name = ac_stream_name;
+		sc.Subjects = subjects;
+		sc.SubjectsLen = 1;
+		sc.Storage = js_FileStorage;
+		sc.Retention = js_LimitsPolicy;
+		sc.MaxAge = INT64CONST(7) * 24 * 3600 * 1000000000;
+		sc.Duplicates = INT64CONST(2) * 60 * 1000000000;
+		sc.Discard = js_DiscardOld;
+		s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
+		if (s == NATS_OK)
+			elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+	}
+	else if (s == NATS_OK && si && si->Config)
+	{
+		bool		covers = false;
+
+		for (int i = 0; i < si->Config->SubjectsLen; i++)
+			if (strcmp(si->Config->Subjects[i], subject) == 0)
+				covers = true;
+		if (!covers)
+			ereport(WARNING,
+					(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",
+							ac_stream_name, subject)));
+	}
+	RestoreSignals(&old);
+	if (si)
+		jsStreamInfo_Destroy(si);
+	if (s != NATS_OK)
+	{
+		*error = psprintf("stream %s: %s (JetStream error %d)", ac_stream_name, AcNatsError(s), (int) jerr);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Make sure the durable pull consumer exists; create it with our defaults
+ * when absent.  When it exists with another configuration, warn and leave
+ * it alone (other routers may share it).
+ */
+bool
+AcNatsEnsureConsumer(AcNats *n, char **error)
+{
+	jsConsumerInfo *ci = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	char	   *subject = psprintf("%s.>", ac_subject_prefix);
+	sigset_t	old;
+
+	BlockSignals(&old);
+	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
+	if (s == NATS_NOT_FOUND)
+	{
+		jsConsumerConfig cc;
+
+		jsConsumerConfig_Init(&cc);
+		cc.Durable = ac_consumer_name;
+		cc.AckPolicy = js_AckExplicit;
+		cc.DeliverPolicy = js_DeliverAll;
+		cc.AckWait = INT64CONST(30) * 1000000000;
+		cc.MaxDeliver = -1;
+		cc.MaxAckPending = 10000;
+		cc.FilterSubject = subject;
+		s = js_AddConsumer(&ci, n->js, ac_stream_name, &cc, NULL, &jerr);
+		if (s == NATS_OK)
+			elog(LOG, "activity_core: created consumer %s on stream %s",
+				 ac_consumer_name, ac_stream_name);
+	}
+	else if (s == NATS_OK && ci && ci->Config)
+	{
+		jsConsumerConfig *c = ci->Config;
+
+		if (c->AckPolicy != js_AckExplicit ||
+			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0))
+			ereport(WARNING,
+					(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",
+							ac_consumer_name),
+					 errdetail("Expected explicit acks and filter subject %s.", subject)));
+	}
+	RestoreSignals(&old);
+	if (ci)
+		jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK)
+	{
+		*error = psprintf("consumer %s: %s (JetStream error %d)", ac_consumer_name,
+						  AcNatsError(s), (int) jerr);
+		return false;
+	}
+	return true;
+}
+
+/* Bind a pull subscription to the durable consumer. */
+bool
+AcNatsSubscribe(AcNats *n, char **error)
+{
+	jsSubOptions so;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	old;
+
+	jsSubOptions_Init(&so);
+	so.Stream = ac_stream_name;
+	so.Consumer = ac_consumer_name;
+	BlockSignals(&old);
+	s = js_PullSubscribe(&n->sub, n->js, NULL, NULL, NULL, &so, &jerr);
+	RestoreSignals(&old);
+	if (s != NATS_OK)
+	{
+		*error = psprintf("subscribe to %s: %s", ac_consumer_name, AcNatsError(s));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Publish one message with a Msg-Id (JetStream drops duplicates of it
+ * within the stream's window).  Returns NULL on success, else the reason.
+ */
+char *
+AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
+			  const char *data, int len)
+{
+	jsPubOptions po;
+	jsPubAck   *pa = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	old;
+
+	jsPubOptions_Init(&po);
+	po.MsgId = msg_id;
+	po.MaxWait = 2000;
+	BlockSignals(&old);
+	s = js_Publish(&pa, n->js, subject, data, len, &po, &jerr);
+	RestoreSignals(&old);
+	if (pa)
+		jsPubAck_Destroy(pa);
+	if (s != NATS_OK)
+		return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
+	return NULL;
+}

@@ -1,0 +1,474 @@
+/*-------------------------------------------------------------------------
+ *
+ * router.c
+ *	  The router background worker: NATS JetStream events start Temporal
+ *	  workflows, exactly once, nothing lost.
+ *
+ * The worker connects to NATS after the fork (signals blocked while nats.c
+ * starts its threads), ensures the stream and the durable pull consumer,
+ * and loops on its main thread: fetch a batch (waiting at most one second,
+ * so SIGTERM and SIGHUP act promptly), parse each envelope, match it
+ * against the in-memory index of enabled event definitions, and start the
+ * workflow activity-{id}:{event_id} for every match, all starts of the
+ * batch in flight together.  A start that Temporal reports as already
+ * started counts as done, so redeliveries start nothing twice.
+ *
+ * Per message: every start done -> ack; a start failed for a transient
+ * reason -> nak with a growing delay, until activity_core.router_max_deliveries
+ * deliveries, then dead letter; Temporal refused a start, or the message
+ * is poison -> a row in ac_dead_letters (committed first), then term.
+ *
+ * No PostgreSQL function is ever called from a nats.c thread: no callback
+ * is registered, and every nats.c call is made from this main thread.
+ *
+ * IDENTIFICATION
+ *	  src/router.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "events.h"
+#include "nats_client.h"
+#include "temporal.h"
+
+PGDLLEXPORT void ac_router_main(Datum arg);
+
+/* One message of a batch. */
+typedef struct RouterMsg
+{
+	natsMsg    *msg;
+	uint64		stream_seq;
+	uint64		delivered;
+	AcEnvelope	env;
+	bool		poison;
+	int			starts;
+	int			failed_transient;
+	int			failed_permanent;
+	char	   *error;
+} RouterMsg;
+
+/* One workflow start. */
+typedef struct StartItem
+{
+	AcRequest	req;			/* first member */
+	RouterMsg  *m;
+	AcEventDef *def;
+} StartItem;
+
+static AcNats *nats = NULL;
+static AcEventIndex *event_index = NULL;
+static uint64 index_generation = 0;
+
+/* Register the router with the postmaster (preload only). */
+void
+AcRegisterRouterWorker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ac_router_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core router");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core router");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Close NATS and wait for its threads when the process exits. */
+static void
+RouterExit(int code, Datum arg)
+{
+	if (nats)
+		AcNatsClose(nats);
+	nats = NULL;
+	AcNatsShutdown();
+}
+
+/*
+ * Request id of a start, derived from the workflow id, so that every
+ * redelivery sends the same one: two 64-bit hashes shaped as a UUID.
+ */
+static char *
+RequestIdFor(const char *workflow_id)
+{
+	int			len = strlen(workflow_id);
+	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) workflow_id, len, 0x61637469));
+	uint64		b = DatumGetUInt64(hash_bytes_extended((const unsigned char *) workflow_id, len, 0x76697479));
+
+	return psprintf("%08x-%04x-%04x-%04x-%012llx",
+					(uint32) (a >> 32), (uint32) (a >> 16) & 0xffff,
+					((uint32) a & 0x0fff) | 0x5000, ((uint32) (b >> 48) & 0x3fff) | 0x8000,
+					(unsigned long long) (b & UINT64CONST(0xffffffffffff)));
+}
+
+/* Request-finished callback: count the outcome against its message. */
+static bool
+StartDone(AcRequest *req, void *arg)
+{
+	StartItem  *it = (StartItem *) req;
+
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	if (req->status == AC_T_OK)
+		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
+	else if (req->status == AC_T_ALREADY_EXISTS)
+		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
+	else
+	{
+		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
+		if (AcTemporalIsTransient(req->status))
+			it->m->failed_transient++;
+		else
+			it->m->failed_permanent++;
+		if (it->m->error == NULL)
+			it->m->error = psprintf("start of activity %s: %s: %s", it->def->id,
+									AcTemporalStatusName(req->status), req->error);
+	}
+	return false;
+}
+
+/* Rebuild the index when event definitions changed since the last build. */
+static void
+RefreshIndex(const char *schema)
+{
+	uint64		gen = AcEventGeneration();
+
+	if (event_index && gen == index_generation)
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	{
+		AcEventIndex *fresh = AcBuildEventIndex(schema, TopMemoryContext);
+
+		AcFreeEventIndex(event_index);
+		event_index = fresh;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	index_generation = gen;
+	elog(DEBUG1, "activity_core router: index of %d event definitions built",
+		 AcEventIndexSize(event_index));
+}
+
+/* Write the dead letters of a batch, in one transaction. */
+static void
+WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
+{
+	bool		any = false;
+	char	   *sql = psprintf("INSERT INTO %s.ac_dead_letters (subject, stream_seq, deliveries, reason, "
+							   "event_id, event_type, raw) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+							   quote_identifier(schema));
+	Oid			types[7] = {TEXTOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
+
+	for (int i = 0; i < n && !any; i++)
+		any = msgs[i].poison;
+	if (!any)
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < n; i++)
+	{
+		RouterMsg  *m = &msgs[i];
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		int			len = natsMsg_GetDataLength(m->msg);
+		bytea	   *raw = palloc(VARHDRSZ + len);
+
+		if (!m->poison)
+			continue;
+		SET_VARSIZE(raw, VARHDRSZ + len);
+		memcpy(VARDATA(raw), natsMsg_GetData(m->msg), len);
+		values[0] = CStringGetTextDatum(natsMsg_GetSubject(m->msg));
+		values[1] = Int64GetDatum((int64) m->stream_seq);
+		values[2] = Int32GetDatum((int32) m->delivered);
+		values[3] = CStringGetTextDatum(m->error);
+		values[4] = m->env.event_id ? CStringGetTextDatum(m->env.event_id) : (Datum) 0;
+		nulls[4] = m->env.event_id ? ' ' : 'n';
+		values[5] = m->env.type ? CStringGetTextDatum(m->env.type) : (Datum) 0;
+		nulls[5] = m->env.type ? ' ' : 'n';
+		values[6] = PointerGetDatum(raw);
+		if (SPI_execute_with_args(sql, 7, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write a dead letter");
+		AcCount(AC_STAT_EVENTS_DEAD, 1);
+		elog(LOG, "activity_core router: dead letter for stream sequence " UINT64_FORMAT ": %s",
+			 m->stream_seq, m->error);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Route one fetched batch. */
+static void
+ProcessBatch(const char *schema, natsMsgList *list)
+{
+	int			n = list->Count;
+	RouterMsg  *msgs = palloc0(sizeof(RouterMsg) * n);
+	StartItem **items = NULL;
+	int			nitems = 0;
+	int			cap = 0;
+
+	AcCount(AC_STAT_EVENTS_RECEIVED, n);
+	for (int i = 0; i < n; i++)
+	{
+		RouterMsg  *m = &msgs[i];
+		jsMsgMetaData *md = NULL;
+		List	   *matches;
+		ListCell   *lc;
+
+		m->msg = list->Msgs[i];
+		if (natsMsg_GetMetaData(&md, m->msg) == NATS_OK)
+		{
+			m->stream_seq = md->Sequence.Stream;
+			m->delivered = md->NumDelivered;
+			jsMsgMetaData_Destroy(md);
+		}
+		if (!AcParseEnvelope(natsMsg_GetData(m->msg), natsMsg_GetDataLength(m->msg),
+							 ac_max_event_bytes, &m->env))
+		{
+			m->poison = true;
+			m->error = pstrdup(m->env.reason);
+			continue;
+		}
+		matches = AcMatchEvent(event_index, m->env.type, m->env.payload);
+		if (matches == NIL)
+			AcCount(AC_STAT_EVENTS_UNMATCHED, 1);
+		foreach(lc, matches)
+		{
+			AcEventDef *d = (AcEventDef *) lfirst(lc);
+			StartItem  *it = palloc0(sizeof(StartItem));
+			char	   *wid = psprintf("activity-%s:%s", d->id, m->env.event_id);
+
+			it->m = m;
+			it->def = d;
+			AcRequestSet(&it->req, "POST",
+						 AcTemporalUrl("/workflows/%s", AcTemporalEscape(wid)),
+						 AcStartWorkflowBody(d->id, d->name, d->workflow_type, d->task_queue,
+											 d->input, m->env.text, RequestIdFor(wid)));
+			if (nitems == cap)
+			{
+				cap = Max(cap * 2, 64);
+				items = items ? repalloc(items, sizeof(StartItem *) * cap) :
+					palloc(sizeof(StartItem *) * cap);
+			}
+			items[nitems++] = it;
+			m->starts++;
+		}
+	}
+
+	if (nitems > 0)
+		AcTemporalRun((AcRequest **) items, nitems, ac_router_concurrency, StartDone, NULL);
+	for (int i = 0; i < nitems; i++)
+		AcRequestFree(&items[i]->req);
+
+	/* decide each message: dead letter, retry later, or done */
+	for (int i = 0; i < n; i++)
+	{
+		RouterMsg  *m = &msgs[i];
+
+		if (m->poison)
+			continue;
+		if (m->failed_permanent > 0)
+		{
+			m->poison = true;
+			m->error = psprintf("Temporal refused: %s", m->error);
+		}
+		else if (m->failed_transient > 0 && (int) m->delivered >= ac_router_max_deliveries)
+		{
+			m->poison = true;
+			m->error = psprintf("gave up after %d deliveries: %s", (int) m->delivered, m->error);
+		}
+	}
+	WriteDeadLetters(schema, msgs, n);
+	for (int i = 0; i < n; i++)
+	{
+		RouterMsg  *m = &msgs[i];
+
+		if (m->poison)
+			natsMsg_Term(m->msg, NULL);
+		else if (m->failed_transient > 0)
+		{
+			int64		delay = Min(INT64CONST(1000) << Min((int) m->delivered - 1, 6), 60000);
+
+			natsMsg_NakWithDelay(m->msg, delay, NULL);
+			AcCount(AC_STAT_EVENTS_RETRIED, 1);
+			elog(LOG, "activity_core router: event %s retried in " INT64_FORMAT " ms (delivery %d): %s",
+				 m->env.event_id, delay, (int) m->delivered, m->error);
+		}
+		else
+		{
+			natsMsg_Ack(m->msg, NULL);
+			AcCount(AC_STAT_EVENTS_ACKED, 1);
+		}
+	}
+}
+
+/* Find the extension's schema (TopMemoryContext copy), or NULL. */
+static char *
+RouterSchema(void)
+{
+	char	   *schema;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	schema = AcExtensionSchema();
+	if (schema)
+		schema = MemoryContextStrdup(TopMemoryContext, schema);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return schema;
+}
+
+/* Connect to NATS, ensure the stream and consumer, and subscribe. */
+static bool
+RouterConnect(char **error)
+{
+	AcNats	   *n = AcNatsConnect("activity_core router", error);
+
+	if (n == NULL)
+		return false;
+	if (!AcNatsEnsureStream(n, error) || !AcNatsEnsureConsumer(n, error) ||
+		!AcNatsSubscribe(n, error))
+	{
+		AcNatsClose(n);
+		return false;
+	}
+	nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
+	*nats = *n;
+	elog(LOG, "activity_core router: consuming %s/%s from %s",
+		 ac_stream_name, ac_consumer_name, ac_nats_url);
+	return true;
+}
+
+/* Main entry point of the router worker. */
+void
+ac_router_main(Datum arg)
+{
+	MemoryContext batch_cxt;
+	char	   *volatile schema = NULL;
+	volatile int failures = 0;
+	char	   *volatile last_error = NULL;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(ac_database, NULL, 0);
+	pgstat_report_appname("activity_core router");
+	before_shmem_exit(RouterExit, (Datum) 0);
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "activity_core router batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		long		sleep_ms = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextSwitchTo(batch_cxt);
+		PG_TRY();
+		{
+			char	   *error = NULL;
+
+			if (schema == NULL)
+				schema = RouterSchema();
+			if (schema == NULL)
+				sleep_ms = 5000;
+			else if (nats == NULL && !RouterConnect(&error))
+			{
+				failures++;
+				sleep_ms = Min(1000 << Min(failures, 5), 30000);
+				if (last_error == NULL || strcmp(last_error, error) != 0 || failures % 10 == 1)
+					ereport(WARNING,
+							(errmsg("activity_core router: NATS not ready, retrying in %ld ms: %s",
+									sleep_ms, error)));
+				if (last_error)
+					pfree(last_error);
+				last_error = MemoryContextStrdup(TopMemoryContext, error);
+			}
+			else
+			{
+				natsMsgList list = {0};
+				jsErrCode	jerr = 0;
+				natsStatus	s;
+
+				failures = 0;
+				RefreshIndex(schema);
+				s = natsSubscription_Fetch(&list, nats->sub, ac_router_batch_size, 1000, &jerr);
+				if (s == NATS_OK)
+				{
+					/*
+					 * A definition committed while we waited must apply to
+					 * these messages: look at the generation again.
+					 */
+					RefreshIndex(schema);
+					pgstat_report_activity(STATE_RUNNING, "routing events");
+					ProcessBatch(schema, &list);
+					natsMsgList_Destroy(&list);
+					pgstat_report_activity(STATE_IDLE, NULL);
+				}
+				else if (s != NATS_TIMEOUT)
+				{
+					natsMsgList_Destroy(&list);
+					ereport(WARNING,
+							(errmsg("activity_core router: fetch failed: %s", AcNatsError(s))));
+					if (s == NATS_CONNECTION_CLOSED || s == NATS_NOT_FOUND ||
+						natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CLOSED)
+					{
+						AcNatsClose(nats);
+						nats = NULL;
+					}
+					sleep_ms = 1000;
+				}
+			}
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			sleep_ms = 1000;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(batch_cxt);
+		if (sleep_ms > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
