@@ -47,3 +47,15 @@ def conn():
         c.execute("SET client_min_messages = warning")
         c.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
         yield c
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "restarts_postgres: the test restarts PostgreSQL or crashes a backend, "
+        "which drops every open connection; such tests run after all others")
+
+
+def pytest_collection_modifyitems(items):
+    """Run tests marked restarts_postgres last, so that the session's `conn` serves
+    every other suite before a restart drops it."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_postgres") is not None)

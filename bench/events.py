@@ -1,0 +1,262 @@
+"""Benchmark: the event router.
+
+Prints figures, asserts nothing:
+  1. matching cost per event with 10, 1,000, 10,000 and 100,000 event
+     definitions (the router's own code, ac_router_bench());
+  2. sustained throughput, events published to workflows started, against
+     a direct concurrent StartWorkflowExecution client on the same server,
+     and publish-to-started latency p50 / p99;
+  3. intake when nothing matches: a backlog drained by the router, against
+     a bare nats.c pull consumer that only fetches and acks (bench/bare_consumer);
+  4. router RSS while it consumes 1,000,000 unmatched events.
+Runs against the stack whose environment bench/run.sh exported.
+"""
+import asyncio
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+import http.client
+
+import nats
+import psycopg
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+NATS_URL = os.environ["AC_NATS_URL"]
+TEMPORAL = os.environ["AC_TEMPORAL_URL"].split("//", 1)[1]
+THROUGHPUT_N = int(os.environ.get("BENCH_EVENTS_N", "2000"))
+INTAKE_N = int(os.environ.get("BENCH_INTAKE_N", "100000"))
+SOAK_N = int(os.environ.get("BENCH_SOAK_N", "1000000"))
+SIZES = [int(x) for x in os.environ.get("BENCH_MATCH_SIZES", "10,1000,10000,100000").split(",")]
+
+
+def stat(conn, name):
+    return conn.execute("SELECT value FROM ac_stats WHERE name = %s", (name,)).fetchone()[0]
+
+
+def router_pid(conn):
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'activity_core router'").fetchone()
+    return row[0] if row else None
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def publish(subject_of, n, payload_of, chunk=2000):
+    """Publish n envelopes with core NATS (the stream captures them); return publish times."""
+    nc = await nats.connect(NATS_URL)
+    times = {}
+    for start in range(0, n, chunk):
+        for i in range(start, min(n, start + chunk)):
+            eid = f"bench-{i}-{uuid.uuid4().hex[:8]}"
+            times[eid] = time.time()
+            body = json.dumps({"event_id": eid, "type": subject_of(i), "payload": payload_of(i)}).encode()
+            await nc.publish(f"activity.{subject_of(i)}", body)
+        await nc.flush()
+    await nc.close()
+    return times
+
+
+def match_cost(conn):
+    print("1. matching cost per event (parse = envelope bytes to jsonb; match = index lookup + payload @> filters)")
+    conn.execute("DELETE FROM ac_activity_definitions WHERE name LIKE 'mbench-%'")
+    have = 0
+    for size in SIZES:
+        # 10 definitions per event type at every size, so only the index size grows
+        conn.execute("""
+            INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config)
+            SELECT 'mbench-' || g, 'event',
+                   jsonb_build_object('event_type', 'mb.t' || (g / 10),
+                                      'filters', jsonb_build_object('region', CASE WHEN g %% 2 = 0 THEN 'eu' ELSE 'us' END,
+                                                                    'tier', g %% 5))
+            FROM generate_series(%s::int, %s::int) g""", (have, size - 1))
+        have = size
+        env = {"event_id": "x", "type": "mb.t0",
+               "payload": {"region": "eu", "tier": 2, "total": 12.5, "items": [{"sku": "a", "n": 1}], "note": None}}
+        row = conn.execute("SELECT definitions, parse_us, match_us, matches FROM ac_router_bench(%s, 20000)",
+                           (json.dumps(env),)).fetchone()
+        print(f"   {row[0]:>7} definitions: parse {row[1]:.2f} us, match {row[2]:.2f} us per event "
+              f"({row[3]} of 10 candidates match)")
+    conn.execute("DELETE FROM ac_activity_definitions WHERE name LIKE 'mbench-%'")
+
+
+def temporal_call(local, method, path, body=None):
+    if not hasattr(local, "c"):
+        host, port = TEMPORAL.split(":")
+        local.c = http.client.HTTPConnection(host, int(port), timeout=60)
+    local.c.request(method, "/namespaces/default" + path, body=json.dumps(body) if body else None,
+                    headers={"Content-Type": "application/json"})
+    r = local.c.getresponse()
+    data = r.read()
+    return r.status, data
+
+
+def direct_start_rate(n, threads=64):
+    local = threading.local()
+    tag = uuid.uuid4().hex[:8]
+
+    def start(i):
+        wid = f"direct-{tag}-{i}"
+        return temporal_call(local, "POST", f"/workflows/{wid}", {
+            "requestId": str(uuid.uuid4()), "workflowType": {"name": "RunActivityWorkflow"},
+            "taskQueue": {"name": "bench-direct"}, "input": [{"n": i}],
+            "workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE"})[0]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        codes = list(pool.map(start, range(n)))
+    return n / (time.perf_counter() - t0), sum(c != 200 for c in codes)
+
+
+def start_times(activity_id):
+    """workflowId -> start time (epoch s) of the runs of a definition."""
+    local = threading.local()
+    out, token = {}, ""
+    while True:
+        q = urllib.parse.quote(f"activity_id = '{activity_id}'")
+        path = f"/workflows?query={q}&pageSize=1000" + (f"&nextPageToken={urllib.parse.quote(token)}" if token else "")
+        status, data = temporal_call(local, "GET", path)
+        body = json.loads(data)
+        for e in body.get("executions", []):
+            st = datetime.datetime.fromisoformat(e["startTime"].replace("Z", "+00:00"))
+            out[e["execution"]["workflowId"]] = st.timestamp()
+        token = body.get("nextPageToken", "")
+        if not token:
+            return out
+
+
+def throughput(conn):
+    n = THROUGHPUT_N
+    print(f"2. throughput: {n} events, each matching one definition")
+    did = conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config, task_queue) "
+                       "VALUES ('tbench', 'event', '{\"event_type\": \"tb.go\"}', 'bench-router') "
+                       "RETURNING id::text").fetchone()[0]
+    time.sleep(2)
+    base = stat(conn, "workflows_started")
+    t0 = time.time()
+    times = asyncio.run(publish(lambda i: "tb.go", n, lambda i: {"i": i}))
+    while stat(conn, "workflows_started") - base < n:
+        if time.time() - t0 > 600:
+            break
+        time.sleep(0.05)
+    elapsed = time.time() - t0
+    routed = stat(conn, "workflows_started") - base
+    direct, errors = direct_start_rate(n)
+    rate = routed / elapsed
+    print(f"   router: {routed} workflows started in {elapsed:.2f} s = {rate:.0f} events/s")
+    print(f"   direct concurrent StartWorkflowExecution client (64 connections): {direct:.0f} starts/s "
+          f"(errors {errors}); ratio router/direct {rate / direct:.2f}")
+    time.sleep(3)
+    starts = start_times(did)
+    lat = sorted((starts[f"activity-{did}:{eid}"] - t) * 1000 for eid, t in times.items()
+                 if f"activity-{did}:{eid}" in starts)
+    if lat:
+        print(f"   publish-to-started latency over {len(lat)} events: p50 {statistics.median(lat):.0f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99) - 1]:.0f} ms")
+    conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (did,))
+
+
+def hold_router(conn, hold):
+    """Keep the router away from NATS (hold=True) or let it back."""
+    if hold:
+        conn.execute("ALTER SYSTEM SET activity_core.nats_url = 'nats://127.0.0.1:1'")
+    else:
+        conn.execute("ALTER SYSTEM RESET activity_core.nats_url")
+    conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    pid = router_pid(conn)
+    if pid:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(1)
+
+
+def intake(conn):
+    n = INTAKE_N
+    print(f"3. intake, nothing matches: a backlog of {n} events")
+    binary = os.path.join(os.environ.get("AC_STATE", "/tmp"), "bare_consumer")
+    subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(REPO, "bench", "bare_consumer.c"), "-lnats"], check=True)
+
+    async def add_bare():
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        try:
+            await js.delete_consumer("ACTIVITY_EVENTS", "bench-bare")
+        except Exception:
+            pass
+        await js.add_consumer("ACTIVITY_EVENTS", durable_name="bench-bare", ack_policy="explicit",
+                              filter_subject="activity.nomatch.>", deliver_policy="new")
+        await nc.close()
+
+    asyncio.run(add_bare())
+    hold_router(conn, True)
+    asyncio.run(publish(lambda i: "nomatch.x", n, lambda i: {"i": i}))
+    base = stat(conn, "events_acked")
+    hold_router(conn, False)
+    deadline = time.time() + 600
+    while stat(conn, "events_received") == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    t_first = None
+    while stat(conn, "events_acked") - base < n and time.time() < deadline:
+        if t_first is None and stat(conn, "events_acked") > base:
+            t_first = time.time()
+        time.sleep(0.01)
+    router_rate = n / (time.time() - (t_first or time.time()))
+    out = subprocess.run([binary, NATS_URL, "ACTIVITY_EVENTS", "bench-bare", "activity.nomatch.>", str(n),
+                          os.environ.get("BENCH_BATCH", "256")], capture_output=True, text=True, check=True)
+    got, secs = out.stdout.split()
+    bare_rate = int(got) / float(secs)
+    print(f"   router: {router_rate:.0f} events/s consumed, routed and acked")
+    print(f"   bare nats.c pull consumer (fetch + ack only): {bare_rate:.0f} events/s; "
+          f"ratio router/bare {router_rate / bare_rate:.2f}")
+
+
+def soak(conn):
+    n = SOAK_N
+    print(f"4. router memory over {n} unmatched events")
+    pid = router_pid(conn)
+    base = stat(conn, "events_acked")
+    samples = []
+    sent = 0
+    step = n // 10
+    while sent < n:
+        asyncio.run(publish(lambda i: "soak.x", step, lambda i: {"i": i, "pad": "x" * 64}))
+        sent += step
+        while stat(conn, "events_acked") - base < sent:
+            time.sleep(0.05)
+        samples.append((sent, rss_kb(pid)))
+    for count, kb in samples:
+        print(f"   after {count:>8} events: RSS {kb / 1024:.1f} MiB")
+    first = samples[0][1]
+    print(f"   growth from the first to the last sample: {(samples[-1][1] - first) * 100 / first:+.1f}% "
+          f"(same pid throughout: {router_pid(conn) == pid})")
+
+
+def main():
+    with psycopg.connect(autocommit=True) as conn:
+        conn.execute("SET client_min_messages = warning")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
+        which = os.environ.get("BENCH_EVENTS_PARTS", "match,throughput,intake,soak").split(",")
+        if "match" in which:
+            match_cost(conn)
+        if "throughput" in which:
+            throughput(conn)
+        if "intake" in which:
+            intake(conn)
+        if "soak" in which:
+            soak(conn)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
