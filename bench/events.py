@@ -148,7 +148,8 @@ def throughput(conn):
     t0 = time.time()
     times = asyncio.run(publish(lambda i: "tb.go", n, lambda i: {"i": i}))
     while stat(conn, "workflows_started") - base < n:
-        if time.time() - t0 > 600:
+        if time.time() - t0 > 300:
+            print("   (gave up waiting)")
             break
         time.sleep(0.05)
     elapsed = time.time() - t0
@@ -243,10 +244,31 @@ def soak(conn):
           f"(same pid throughout: {router_pid(conn) == pid})")
 
 
+def wait_for_stream(timeout=60):
+    """Wait until the router has created the stream (a core publish before that is lost)."""
+    async def check():
+        nc = await nats.connect(NATS_URL)
+        try:
+            await nc.jetstream().stream_info("ACTIVITY_EVENTS")
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if asyncio.run(check()):
+            return
+        time.sleep(0.5)
+    raise SystemExit("the router did not create the stream")
+
+
 def main():
     with psycopg.connect(autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")
         conn.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
+        wait_for_stream()
         which = os.environ.get("BENCH_EVENTS_PARTS", "match,throughput,intake,soak").split(",")
         if "match" in which:
             match_cost(conn)

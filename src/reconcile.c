@@ -358,8 +358,9 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 	/* 4. describe every one, repairing as we go */
 	for (int i = 0; i < n; i++)
 	{
+		/* standard payload form, so the argument's bytes can be compared */
 		items[i]->req.step = REC_DESCRIBE;
-		AcRequestSet(&items[i]->req, "GET", SchedulePath(items[i], ""), NULL);
+		AcRequestSet(&items[i]->req, "GET", SchedulePath(items[i], "?noPayloadShorthand=true"), NULL);
 	}
 	AcTemporalRun((AcRequest **) items, n, ac_temporal_concurrency, RecDone, &run);
 	for (int i = 0; i < n; i++)

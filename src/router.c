@@ -104,15 +104,20 @@ RouterExit(int code, Datum arg)
 }
 
 /*
- * Request id of a start, derived from the workflow id, so that every
- * redelivery sends the same one: two 64-bit hashes shaped as a UUID.
+ * Request id of a start, derived from the workflow id and the delivery (the
+ * stream sequence and delivery count): two 64-bit hashes shaped as a UUID.
+ * A repeated request within one delivery is deduplicated by Temporal; a new
+ * delivery gets "already started", which is how the router tells new
+ * workflows from repeats.
  */
 static char *
-RequestIdFor(const char *workflow_id)
+RequestIdFor(const char *workflow_id, uint64 stream_seq, uint64 delivered)
 {
-	int			len = strlen(workflow_id);
-	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) workflow_id, len, 0x61637469));
-	uint64		b = DatumGetUInt64(hash_bytes_extended((const unsigned char *) workflow_id, len, 0x76697479));
+	char	   *key = psprintf("%s|" UINT64_FORMAT "|" UINT64_FORMAT, workflow_id,
+							   stream_seq, delivered);
+	int			len = strlen(key);
+	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x61637469));
+	uint64		b = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x76697479));
 
 	return psprintf("%08x-%04x-%04x-%04x-%012llx",
 					(uint32) (a >> 32), (uint32) (a >> 16) & 0xffff,
@@ -221,6 +226,47 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 	CommitTransactionCommand();
 }
 
+/* Parse one message and prepare a start for every matching definition. */
+static void
+RouteMessage(RouterMsg *m, StartItem ***items, int *nitems, int *cap)
+{
+	List	   *matches;
+	ListCell   *lc;
+
+	if (!AcParseEnvelope(natsMsg_GetData(m->msg), natsMsg_GetDataLength(m->msg),
+						 ac_max_event_bytes, &m->env))
+	{
+		m->poison = true;
+		m->error = pstrdup(m->env.reason);
+		return;
+	}
+	matches = AcMatchEvent(event_index, m->env.type, m->env.payload);
+	if (matches == NIL)
+		AcCount(AC_STAT_EVENTS_UNMATCHED, 1);
+	foreach(lc, matches)
+	{
+		AcEventDef *d = (AcEventDef *) lfirst(lc);
+		StartItem  *it = palloc0(sizeof(StartItem));
+		char	   *wid = psprintf("activity-%s:%s", d->id, m->env.event_id);
+
+		it->m = m;
+		it->def = d;
+		AcRequestSet(&it->req, "POST",
+					 AcTemporalUrl("/workflows/%s", AcTemporalEscape(wid)),
+					 AcStartWorkflowBody(d->id, d->name, d->workflow_type, d->task_queue,
+										 d->input, m->env.text,
+										 RequestIdFor(wid, m->stream_seq, m->delivered)));
+		if (*nitems == *cap)
+		{
+			*cap = Max(*cap * 2, 64);
+			*items = *items ? repalloc(*items, sizeof(StartItem *) * *cap) :
+				palloc(sizeof(StartItem *) * *cap);
+		}
+		(*items)[(*nitems)++] = it;
+		m->starts++;
+	}
+}
+
 /* Route one fetched batch. */
 static void
 ProcessBatch(const char *schema, natsMsgList *list)
@@ -230,14 +276,13 @@ ProcessBatch(const char *schema, natsMsgList *list)
 	StartItem **items = NULL;
 	int			nitems = 0;
 	int			cap = 0;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	AcCount(AC_STAT_EVENTS_RECEIVED, n);
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
 		jsMsgMetaData *md = NULL;
-		List	   *matches;
-		ListCell   *lc;
 
 		m->msg = list->Msgs[i];
 		if (natsMsg_GetMetaData(&md, m->msg) == NATS_OK)
@@ -246,37 +291,25 @@ ProcessBatch(const char *schema, natsMsgList *list)
 			m->delivered = md->NumDelivered;
 			jsMsgMetaData_Destroy(md);
 		}
-		if (!AcParseEnvelope(natsMsg_GetData(m->msg), natsMsg_GetDataLength(m->msg),
-							 ac_max_event_bytes, &m->env))
+		/* an error while routing one message makes it a dead letter, not a jam */
+		PG_TRY();
 		{
-			m->poison = true;
-			m->error = pstrdup(m->env.reason);
-			continue;
+			RouteMessage(m, &items, &nitems, &cap);
 		}
-		matches = AcMatchEvent(event_index, m->env.type, m->env.payload);
-		if (matches == NIL)
-			AcCount(AC_STAT_EVENTS_UNMATCHED, 1);
-		foreach(lc, matches)
+		PG_CATCH();
 		{
-			AcEventDef *d = (AcEventDef *) lfirst(lc);
-			StartItem  *it = palloc0(sizeof(StartItem));
-			char	   *wid = psprintf("activity-%s:%s", d->id, m->env.event_id);
+			ErrorData  *edata;
 
-			it->m = m;
-			it->def = d;
-			AcRequestSet(&it->req, "POST",
-						 AcTemporalUrl("/workflows/%s", AcTemporalEscape(wid)),
-						 AcStartWorkflowBody(d->id, d->name, d->workflow_type, d->task_queue,
-											 d->input, m->env.text, RequestIdFor(wid)));
-			if (nitems == cap)
-			{
-				cap = Max(cap * 2, 64);
-				items = items ? repalloc(items, sizeof(StartItem *) * cap) :
-					palloc(sizeof(StartItem *) * cap);
-			}
-			items[nitems++] = it;
-			m->starts++;
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			m->poison = true;
+			m->error = psprintf("could not route: %s", edata->message);
+			/* drop the starts already prepared for it */
+			while (nitems > 0 && items[nitems - 1]->m == m)
+				nitems--;
 		}
+		PG_END_TRY();
 	}
 
 	if (nitems > 0)

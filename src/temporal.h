@@ -109,6 +109,8 @@ extern void AcReadScheduleList(const char *page, size_t len, const char *prefix,
 							   char **next_token);
 extern char *AcExpectedSpecText(const char *cron, const char *tz);
 extern char *AcNormalSpecText(const char *describe_spec);
+extern char *AcArgumentText(const char *id, const char *name, const char *trigger,
+							const char *input, const char *event);
 extern char *AcStartWorkflowBody(const char *id, const char *name,
 								 const char *workflow_type, const char *task_queue,
 								 const char *input, const char *envelope,

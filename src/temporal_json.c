@@ -70,18 +70,59 @@ JsonToText(json_t *j)
 	return out;
 }
 
-/* Parse JSON text that PostgreSQL produced (jsonb output). */
-static json_t *
-ParseJson(const char *text)
+/* A JSON string literal for a C string (palloc'd). */
+static char *
+Quote(const char *str)
 {
-	json_error_t err;
-	json_t	   *j = json_loads(text, JSON_DECODE_ANY, &err);
+	json_t	   *j = json_string(str);
 
 	if (j == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("could not parse JSON for Temporal: %s", err.text)));
-	return j;
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("not valid UTF-8: %s", str)));
+	{
+		char	   *s = json_dumps(j, JSON_ENCODE_ANY);
+		char	   *out = pstrdup(s);
+
+		free(s);
+		json_decref(j);
+		return out;
+	}
+}
+
+/*
+ * The workflow argument as JSON text: {"activity_id", "activity_name",
+ * "trigger", "input"[, "event"]}.  input and event are JSON texts that
+ * PostgreSQL produced or validated; they are spliced in as they are, so no
+ * number is ever rounded or refused on the way.
+ */
+char *
+AcArgumentText(const char *id, const char *name, const char *trigger,
+			   const char *input, const char *event)
+{
+	if (event)
+		return psprintf("{\"activity_id\": %s, \"activity_name\": %s, \"trigger\": %s, "
+						"\"input\": %s, \"event\": %s}",
+						Quote(id), Quote(name), Quote(trigger), input, event);
+	return psprintf("{\"activity_id\": %s, \"activity_name\": %s, \"trigger\": %s, "
+					"\"input\": %s}",
+					Quote(id), Quote(name), Quote(trigger), input);
+}
+
+/* Payloads in the standard form: one json/plain payload of these bytes. */
+static json_t *
+JsonPayloads(const char *text)
+{
+	int			len = strlen(text);
+	int			cap = pg_b64_enc_len(len) + 1;
+	char	   *b64 = palloc(cap);
+	int			n = pg_b64_encode(text, len, b64, cap);
+
+	if (n < 0)
+		elog(ERROR, "could not encode a payload");
+	b64[n] = '\0';
+	return json_pack("{s:[{s:{s:s}, s:s}]}", "payloads", "metadata", "encoding",
+					 "anNvbi9wbGFpbg==", "data", b64);
 }
 
 /* The overlap policy of a misfire policy. */
@@ -119,12 +160,8 @@ AcScheduleBody(const AcScheduleSpec *spec, bool create)
 	json_t	   *sched;
 	json_t	   *body;
 
-	arg = json_pack("{s:s, s:s, s:s, s:o}",
-					"activity_id", spec->id,
-					"activity_name", spec->name,
-					"trigger", "cron",
-					"input", ParseJson(spec->input));
-	sched = json_pack("{s:{s:[s], s:s}, s:{s:{s:s, s:{s:s}, s:{s:s}, s:[o], s:o}}, s:{s:s, s:s}, s:{s:b, s:s}}",
+	arg = JsonPayloads(AcArgumentText(spec->id, spec->name, "cron", spec->input, NULL));
+	sched = json_pack("{s:{s:[s], s:s}, s:{s:{s:s, s:{s:s}, s:{s:s}, s:o, s:o}}, s:{s:s, s:s}, s:{s:b, s:s}}",
 					  "spec",
 					  "cronString", spec->cron,
 					  "timezoneName", spec->timezone,
@@ -457,6 +494,58 @@ SearchAttributeValue(json_t *indexed)
 	return out;
 }
 
+/* The bytes of the only payload of a standard-form Payloads, or NULL. */
+static char *
+PayloadText(json_t *payloads)
+{
+	json_t	   *list = json_object_get(payloads, "payloads");
+	json_t	   *data;
+	const char *b64;
+	char	   *raw;
+	int			len;
+
+	if (!json_is_array(list) || json_array_size(list) != 1)
+		return NULL;
+	data = json_object_get(json_array_get(list, 0), "data");
+	if (!json_is_string(data))
+		return NULL;
+	b64 = json_string_value(data);
+	raw = palloc(pg_b64_dec_len(strlen(b64)) + 1);
+	len = pg_b64_decode(b64, strlen(b64), raw, pg_b64_dec_len(strlen(b64)));
+	if (len < 0)
+		return NULL;
+	raw[len] = '\0';
+	return raw;
+}
+
+/*
+ * Do two JSON texts say the same thing?  Compared as values (numbers as
+ * reals, so 1 and 1.0 agree, as a re-encoding tool may write them), or byte
+ * for byte when either cannot be read that way.
+ */
+static bool
+SameJson(const char *a, const char *b)
+{
+	json_error_t err;
+	json_t	   *ja;
+	json_t	   *jb;
+	bool		same;
+
+	if (a == NULL || b == NULL)
+		return false;
+	ja = json_loads(a, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &err);
+	jb = json_loads(b, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &err);
+	if (ja && jb)
+		same = json_equal(ja, jb);
+	else
+		same = strcmp(a, b) == 0;
+	if (ja)
+		json_decref(ja);
+	if (jb)
+		json_decref(jb);
+	return same;
+}
+
 /* Add a drifted field's name to the list. */
 static void
 AddDrift(StringInfo drift, const char *field)
@@ -549,11 +638,8 @@ AcReadSchedule(const char *describe, size_t len, const AcScheduleSpec *want,
 		json_t	   *wt = json_object_get(json_object_get(sw, "workflowType"), "name");
 		json_t	   *tq = json_object_get(json_object_get(sw, "taskQueue"), "name");
 		char	   *want_wid = psprintf("activity-%s:schedule", want->id);
-		json_t	   *arg = json_pack("[{s:s, s:s, s:s, s:o}]",
-									"activity_id", want->id,
-									"activity_name", want->name,
-									"trigger", "cron",
-									"input", ParseJson(want->input));
+		char	   *arg = AcArgumentText(want->id, want->name, "cron", want->input, NULL);
+		char	   *have = PayloadText(json_object_get(sw, "input"));
 		char	   *sa = SearchAttributeValue(json_object_get(json_object_get(sw, "searchAttributes"),
 															 "indexedFields"));
 
@@ -563,11 +649,10 @@ AcReadSchedule(const char *describe, size_t len, const AcScheduleSpec *want,
 			AddDrift(&drift, "task_queue");
 		if (!json_is_string(wid) || strcmp(json_string_value(wid), want_wid) != 0)
 			AddDrift(&drift, "workflow_id");
-		if (!json_equal(arg, json_object_get(sw, "input")))
+		if (!SameJson(have, arg))
 			AddDrift(&drift, "input");
 		if (sa == NULL || strcmp(sa, want->id) != 0)
 			AddDrift(&drift, "search_attribute");
-		json_decref(arg);
 	}
 	info->drift = drift.data;
 	json_decref(root);
@@ -625,14 +710,9 @@ AcStartWorkflowBody(const char *id, const char *name, const char *workflow_type,
 					const char *task_queue, const char *input,
 					const char *envelope, const char *request_id)
 {
-	json_t	   *arg = json_pack("{s:s, s:s, s:s, s:o, s:o}",
-								"activity_id", id,
-								"activity_name", name,
-								"trigger", "event",
-								"input", ParseJson(input),
-								"event", ParseJson(envelope));
+	json_t	   *arg = JsonPayloads(AcArgumentText(id, name, "event", input, envelope));
 
-	return JsonToText(json_pack("{s:s, s:s, s:{s:s}, s:{s:s}, s:[o], s:s, s:s, s:o}",
+	return JsonToText(json_pack("{s:s, s:s, s:{s:s}, s:{s:s}, s:o, s:s, s:s, s:o}",
 								"requestId", request_id,
 								"identity", "activity_core router",
 								"workflowType", "name", workflow_type,
