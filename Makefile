@@ -13,6 +13,7 @@ OBJS = \
 	src/dispatcher.o \
 	src/events.o \
 	src/guc.o \
+	src/manual.o \
 	src/nats_client.o \
 	src/outbox.o \
 	src/publish.o \

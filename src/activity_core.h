@@ -104,6 +104,7 @@ extern int	AcSyncScheduleBatch(const char *schema, int limit);
 extern void AcReconcileInWorker(const char *schema);
 extern void AcRegisterRouterWorker(void);
 extern int	AcDrainOutbox(const char *schema, int limit);
+extern int	AcDrainStarts(const char *schema, int limit);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);

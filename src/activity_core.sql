@@ -106,14 +106,17 @@ LEFT JOIN ac_schedule_sync s ON s.activity_id = coalesce(d.id, i.activity_id);
 COMMENT ON VIEW ac_sync_status IS
 	'Per definition: desired vs applied revision of its Temporal schedule, pending, attempts, last error';
 
--- Wait until the schedule changes committed before the call are applied.
+-- Wait until the changes, starts and publishes committed before the call
+-- are applied.
 CREATE FUNCTION ac_wait_sync(timeout interval DEFAULT '30 seconds') RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	ids uuid[];
 	revs bigint[];
+	max_pub bigint;
+	max_start bigint;
 	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
-	remaining integer;
+	remaining bigint;
 	failure record;
 BEGIN
 	IF EXISTS (SELECT 1 FROM @extschema@.ac_schedule_intents
@@ -126,9 +129,8 @@ BEGIN
 	FROM @extschema@.ac_schedule_intents i
 	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
 	WHERE i.revision > coalesce(s.applied_revision, 0);
-	IF ids IS NULL THEN
-		RETURN true;
-	END IF;
+	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o;
+	SELECT pg_catalog.max(o.id) INTO max_start FROM @extschema@.ac_start_outbox o;
 	LOOP
 		SELECT t.id, s.last_error INTO failure
 		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
@@ -141,22 +143,40 @@ BEGIN
 				USING ERRCODE = 'external_routine_exception',
 					  HINT = 'See ac_sync_status; fix the definition and the dispatcher retries it.';
 		END IF;
+		SELECT o.workflow_id AS id, o.last_error INTO failure
+		FROM @extschema@.ac_start_outbox o
+		WHERE o.id <= max_start AND o.error_permanent LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'workflow % was not started: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_start_outbox.';
+		END IF;
 		SELECT pg_catalog.count(*) INTO remaining
 		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
 		JOIN @extschema@.ac_schedule_intents i ON i.activity_id = t.id
 		LEFT JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
 		WHERE coalesce(s.applied_revision, 0) < t.rev;
+		remaining := remaining
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox o WHERE o.id <= max_pub)
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox o WHERE o.id <= max_start);
 		IF remaining = 0 THEN
 			RETURN true;
 		END IF;
 		IF pg_catalog.clock_timestamp() >= deadline THEN
-			SELECT s.last_error INTO failure
-			FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
-			JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
-			WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
+			SELECT e.last_error INTO failure FROM (
+				SELECT s.last_error
+				FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+				JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+				WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_outbox o
+				WHERE o.id <= max_pub AND o.last_error IS NOT NULL
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_start_outbox o
+				WHERE o.id <= max_start AND o.last_error IS NOT NULL) e
 			LIMIT 1;
 			IF FOUND THEN
-				RAISE WARNING '% schedule change(s) still pending; last error: %', remaining, failure.last_error;
+				RAISE WARNING '% change(s) still pending; last error: %', remaining, failure.last_error;
 			END IF;
 			RETURN false;
 		END IF;
@@ -312,3 +332,42 @@ CREATE FUNCTION ac_router_bench(envelope jsonb, iterations integer DEFAULT 10000
 
 COMMENT ON FUNCTION ac_router_bench(jsonb, integer) IS
 	'The router''s cost per event (envelope parsing and matching) on the current definitions, measured with its own code';
+
+-- On-demand starts.
+CREATE TABLE ac_start_outbox (
+	id bigserial PRIMARY KEY,
+	activity_id uuid NOT NULL,
+	workflow_id text NOT NULL,
+	workflow_type text NOT NULL,
+	task_queue text NOT NULL,
+	argument text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	last_error text,
+	error_permanent boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE ac_start_outbox IS
+	'Workflow starts committed by ac_trigger() and not yet accepted by Temporal';
+
+CREATE FUNCTION ac_trigger(id uuid, input jsonb DEFAULT NULL, idempotency_key text DEFAULT NULL)
+	RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_trigger'
+	LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION ac_trigger(uuid, jsonb, text) IS
+	'Start the definition''s workflow once the transaction commits; returns activity-{id}:{key}';
+
+CREATE FUNCTION ac_runs(id uuid, max integer DEFAULT 20,
+	OUT workflow_id text, OUT run_id text, OUT status text, OUT workflow_type text,
+	OUT start_time timestamptz, OUT close_time timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_runs'
+	LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION ac_runs(uuid, integer) IS
+	'The definition''s workflow executions, newest first, from Temporal visibility by activity_id';
+
+REVOKE ALL ON FUNCTION ac_trigger(uuid, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_runs(uuid, integer) FROM PUBLIC;

@@ -7,7 +7,9 @@
  * The worker connects to activity_core.database and loops: when it starts
  * and every activity_core.reconcile_interval, reconcile Temporal against
  * the table (reconcile.c); otherwise apply a batch of due schedule intents
- * (schedule.c), and when nothing is due, sleep on
+ * (schedule.c), start the workflows ac_trigger() asked for (manual.c) and
+ * publish the events ac_publish() queued (publish.c), and when nothing is
+ * due, sleep on
  * its latch until a committing transaction sets it, a retry falls due, or
  * a second passes.  It reloads its configuration on SIGHUP, exits on
  * SIGTERM at the next interrupt check (every blocking wait is at most
@@ -143,6 +145,7 @@ ac_dispatcher_main(Datum arg)
 			else
 			{
 				handled = AcSyncScheduleBatch(schema, BATCH_SIZE);
+				handled += AcDrainStarts(schema, BATCH_SIZE);
 				handled += AcDrainOutbox(schema, BATCH_SIZE);
 				pfree(schema);
 			}

@@ -30,7 +30,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -105,24 +104,15 @@ RouterExit(int code, Datum arg)
 
 /*
  * Request id of a start, derived from the workflow id and the delivery (the
- * stream sequence and delivery count): two 64-bit hashes shaped as a UUID.
- * A repeated request within one delivery is deduplicated by Temporal; a new
- * delivery gets "already started", which is how the router tells new
- * workflows from repeats.
+ * stream sequence and delivery count).  A repeated request within one
+ * delivery is deduplicated by Temporal; a new delivery gets "already
+ * started", which is how the router tells new workflows from repeats.
  */
 static char *
 RequestIdFor(const char *workflow_id, uint64 stream_seq, uint64 delivered)
 {
-	char	   *key = psprintf("%s|" UINT64_FORMAT "|" UINT64_FORMAT, workflow_id,
-							   stream_seq, delivered);
-	int			len = strlen(key);
-	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x61637469));
-	uint64		b = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x76697479));
-
-	return psprintf("%08x-%04x-%04x-%04x-%012llx",
-					(uint32) (a >> 32), (uint32) (a >> 16) & 0xffff,
-					((uint32) a & 0x0fff) | 0x5000, ((uint32) (b >> 48) & 0x3fff) | 0x8000,
-					(unsigned long long) (b & UINT64CONST(0xffffffffffff)));
+	return AcDerivedUuid(psprintf("%s|" UINT64_FORMAT "|" UINT64_FORMAT, workflow_id,
+								  stream_seq, delivered));
 }
 
 /* Request-finished callback: count the outcome against its message. */

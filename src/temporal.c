@@ -26,6 +26,7 @@
 
 #include <curl/curl.h>
 
+#include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 
@@ -117,6 +118,20 @@ AcNewUuid(void)
 	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 					b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
 					b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* A UUID-shaped id derived from a key: two 64-bit hashes of it. */
+char *
+AcDerivedUuid(const char *key)
+{
+	int			len = strlen(key);
+	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x61637469));
+	uint64		b = DatumGetUInt64(hash_bytes_extended((const unsigned char *) key, len, 0x76697479));
+
+	return psprintf("%08x-%04x-%04x-%04x-%012llx",
+					(uint32) (a >> 32), (uint32) (a >> 16) & 0xffff,
+					((uint32) a & 0x0fff) | 0x5000, ((uint32) (b >> 48) & 0x3fff) | 0x8000,
+					(unsigned long long) (b & UINT64CONST(0xffffffffffff)));
 }
 
 /* Set what a request sends; url and body are palloc'd by the caller. */

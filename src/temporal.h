@@ -111,6 +111,22 @@ extern char *AcExpectedSpecText(const char *cron, const char *tz);
 extern char *AcNormalSpecText(const char *describe_spec);
 extern char *AcArgumentText(const char *id, const char *name, const char *trigger,
 							const char *input, const char *event);
+/* One execution of ac_runs(). */
+typedef struct AcRunRow
+{
+	char	   *workflow_id;
+	char	   *run_id;
+	char	   *status;
+	char	   *workflow_type;
+	char	   *start_time;
+	char	   *close_time;
+} AcRunRow;
+
+extern int	AcReadRuns(const char *page, size_t len, AcRunRow **rows);
+extern char *AcStartBody(const char *activity_id, const char *workflow_type,
+						 const char *task_queue, const char *argument,
+						 const char *request_id, const char *identity);
+extern char *AcDerivedUuid(const char *key);
 extern char *AcStartWorkflowBody(const char *id, const char *name,
 								 const char *workflow_type, const char *task_queue,
 								 const char *input, const char *envelope,

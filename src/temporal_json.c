@@ -700,25 +700,75 @@ AcReadScheduleList(const char *page, size_t len, const char *prefix,
 }
 
 /*
- * Build the StartWorkflowExecution body of an event start: the argument
- * {"activity_id", "activity_name", "trigger": "event", "input", "event"},
- * REJECT_DUPLICATE, the given request id and the activity_id search
- * attribute.
+ * Build a StartWorkflowExecution body: the argument (JSON text) as one
+ * json/plain payload, REJECT_DUPLICATE, the given request id and the
+ * activity_id search attribute.
  */
+char *
+AcStartBody(const char *activity_id, const char *workflow_type,
+			const char *task_queue, const char *argument,
+			const char *request_id, const char *identity)
+{
+	return JsonToText(json_pack("{s:s, s:s, s:{s:s}, s:{s:s}, s:o, s:s, s:s, s:o}",
+								"requestId", request_id,
+								"identity", identity,
+								"workflowType", "name", workflow_type,
+								"taskQueue", "name", task_queue,
+								"input", JsonPayloads(argument),
+								"workflowIdReusePolicy", "WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE",
+								"workflowIdConflictPolicy", "WORKFLOW_ID_CONFLICT_POLICY_FAIL",
+								"searchAttributes", SearchAttributes(activity_id)));
+}
+
+/* The StartWorkflowExecution body of an event start. */
 char *
 AcStartWorkflowBody(const char *id, const char *name, const char *workflow_type,
 					const char *task_queue, const char *input,
 					const char *envelope, const char *request_id)
 {
-	json_t	   *arg = JsonPayloads(AcArgumentText(id, name, "event", input, envelope));
+	return AcStartBody(id, workflow_type, task_queue,
+					   AcArgumentText(id, name, "event", input, envelope),
+					   request_id, "activity_core router");
+}
 
-	return JsonToText(json_pack("{s:s, s:s, s:{s:s}, s:{s:s}, s:o, s:s, s:s, s:o}",
-								"requestId", request_id,
-								"identity", "activity_core router",
-								"workflowType", "name", workflow_type,
-								"taskQueue", "name", task_queue,
-								"input", arg,
-								"workflowIdReusePolicy", "WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE",
-								"workflowIdConflictPolicy", "WORKFLOW_ID_CONFLICT_POLICY_FAIL",
-								"searchAttributes", SearchAttributes(id)));
+/* A string member of an object, palloc'd, or NULL. */
+static char *
+StringMember(json_t *obj, const char *key)
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? pstrdup(json_string_value(v)) : NULL;
+}
+
+/* Read a ListWorkflowExecutions page into rows; returns their number. */
+int
+AcReadRuns(const char *page, size_t len, AcRunRow **rows)
+{
+	json_error_t err;
+	json_t	   *root = json_loadb(page, len, 0, &err);
+	json_t	   *list = root ? json_object_get(root, "executions") : NULL;
+	size_t		i;
+	json_t	   *e;
+	int			n = 0;
+
+	*rows = palloc0(sizeof(AcRunRow) * (json_is_array(list) ? json_array_size(list) + 1 : 1));
+	json_array_foreach(list, i, e)
+	{
+		json_t	   *ex = json_object_get(e, "execution");
+		char	   *status = StringMember(e, "status");
+		const char *prefix = "WORKFLOW_EXECUTION_STATUS_";
+
+		(*rows)[n].workflow_id = StringMember(ex, "workflowId");
+		(*rows)[n].run_id = StringMember(ex, "runId");
+		(*rows)[n].status = status && strncmp(status, prefix, strlen(prefix)) == 0 ?
+			pstrdup(status + strlen(prefix)) : (status ? status : pstrdup("UNKNOWN"));
+		(*rows)[n].workflow_type = StringMember(json_object_get(e, "type"), "name");
+		(*rows)[n].start_time = StringMember(e, "startTime");
+		(*rows)[n].close_time = StringMember(e, "closeTime");
+		if ((*rows)[n].workflow_id && (*rows)[n].run_id && (*rows)[n].workflow_type)
+			n++;
+	}
+	if (root)
+		json_decref(root);
+	return n;
 }

@@ -1,0 +1,321 @@
+/*-------------------------------------------------------------------------
+ *
+ * manual.c
+ *	  On-demand starts: ac_trigger() and the dispatcher's drain of
+ *	  ac_start_outbox; ac_runs() to list a definition's executions.
+ *
+ * ac_trigger() checks the definition, builds the workflow argument and
+ * records the start in ac_start_outbox in the caller's transaction, then
+ * asks for the dispatcher to be woken at commit: a rolled-back transaction
+ * starts nothing, a committed one starts the workflow once.  The workflow
+ * id is activity-{id}:{key}; with REJECT_DUPLICATE and a request id derived
+ * from it, calling ac_trigger twice with the same idempotency key starts
+ * one workflow, and retries after a lost answer are harmless.
+ *
+ * IDENTIFICATION
+ *	  src/manual.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "temporal.h"
+
+PG_FUNCTION_INFO_V1(ac_trigger);
+PG_FUNCTION_INFO_V1(ac_runs);
+
+#define MAX_KEY 900
+
+/* One pending start of the outbox. */
+typedef struct StartRow
+{
+	AcRequest	req;			/* first member */
+	int64		id;
+	char	   *workflow_id;
+	int			attempts;
+} StartRow;
+
+/*
+ * ac_trigger(id uuid, input jsonb, idempotency_key text) returns text: the
+ * workflow id that starts once the transaction commits.
+ */
+Datum
+ac_trigger(PG_FUNCTION_ARGS)
+{
+	Datum		id;
+	char	   *key;
+	char	   *schema;
+	char	   *q;
+	Oid			types[1] = {UUIDOID};
+	Datum		values[1];
+	int			ret;
+	char	   *name;
+	char	   *wt;
+	char	   *tq;
+	char	   *input;
+	char	   *idtext;
+	char	   *wid;
+	char	   *arg;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("ac_trigger needs the id of an activity definition")));
+	id = PG_GETARG_DATUM(0);
+	idtext = DatumGetCString(DirectFunctionCall1(uuid_out, id));
+	if (PG_ARGISNULL(2))
+		key = psprintf("manual-%s", AcNewUuid());
+	else
+	{
+		key = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		if (key[0] == '\0' || strchr(key, '/') != NULL || strlen(key) > MAX_KEY)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid idempotency_key \"%s\"", key),
+					 errhint("An idempotency key is non-empty, at most %d bytes and has no \"/\" "
+							 "(it becomes part of the workflow id).", MAX_KEY)));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schema = AcExtensionSchema();
+	q = (char *) quote_identifier(schema);
+	values[0] = id;
+	ret = SPI_execute_with_args(psprintf("SELECT name, enabled, workflow_type, task_queue, input::text "
+										 "FROM %s.ac_activity_definitions WHERE id = $1", q),
+								1, types, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the definition: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("activity definition %s does not exist", idtext)));
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)[0] != 't')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("activity definition \"%s\" is disabled", name),
+				 errhint("Enable it first: UPDATE ac_activity_definitions SET enabled = true WHERE id = '%s'.",
+						 idtext)));
+	wt = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	tq = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	input = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
+	if (!PG_ARGISNULL(1))
+	{
+		Jsonb	   *override = PG_GETARG_JSONB_P(1);
+
+		input = JsonbToCString(NULL, &override->root, VARSIZE(override));
+	}
+	wid = psprintf("activity-%s:%s", idtext, key);
+	arg = AcArgumentText(idtext, name, "manual", input, NULL);
+
+	{
+		Oid			itypes[5] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		ivalues[5];
+
+		ivalues[0] = id;
+		ivalues[1] = CStringGetTextDatum(wid);
+		ivalues[2] = CStringGetTextDatum(wt);
+		ivalues[3] = CStringGetTextDatum(tq);
+		ivalues[4] = CStringGetTextDatum(arg);
+		ret = SPI_execute_with_args(psprintf("INSERT INTO %s.ac_start_outbox "
+											 "(activity_id, workflow_id, workflow_type, task_queue, argument) "
+											 "VALUES ($1, $2, $3, $4, $5)", q),
+									5, itypes, ivalues, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "could not record the start: %s", SPI_result_code_string(ret));
+	}
+	SPI_finish();
+	AcWakeDispatcherAtCommit();
+	PG_RETURN_TEXT_P(cstring_to_text(wid));
+}
+
+/* Request-finished callback of the start drain. */
+static bool
+StartRowDone(AcRequest *req, void *arg)
+{
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	if (req->status == AC_T_OK)
+		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
+	else if (req->status == AC_T_ALREADY_EXISTS)
+		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
+	else
+		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
+	return false;
+}
+
+/* Start the workflows of due ac_start_outbox rows; returns how many. */
+int
+AcDrainStarts(const char *schema, int limit)
+{
+	const char *q = quote_identifier(schema);
+	StartRow  **rows;
+	int			n;
+	int			ret;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute(psprintf("SELECT id, workflow_id, workflow_type, task_queue, argument, "
+							   "  activity_id::text, attempts FROM %s.ac_start_outbox "
+							   "WHERE NOT error_permanent AND (next_attempt_at IS NULL "
+							   "  OR next_attempt_at <= pg_catalog.now()) ORDER BY id LIMIT %d",
+							   q, limit), true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the start outbox: %s", SPI_result_code_string(ret));
+	n = (int) SPI_processed;
+	rows = MemoryContextAllocZero(cxt, sizeof(StartRow *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		StartRow   *r = palloc0(sizeof(StartRow));
+		char	   *wid = pstrdup(SPI_getvalue(tup, desc, 2));
+
+		r->id = pg_strtoint64(SPI_getvalue(tup, desc, 1));
+		r->workflow_id = wid;
+		r->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 7));
+		AcRequestSet(&r->req, "POST",
+					 AcTemporalUrl("/workflows/%s", AcTemporalEscape(wid)),
+					 AcStartBody(SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 3),
+								 SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
+								 AcDerivedUuid(wid), "activity_core dispatcher"));
+		rows[i] = r;
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	if (n == 0)
+		return 0;
+
+	AcTemporalRun((AcRequest **) rows, n, ac_temporal_concurrency, StartRowDone, NULL);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int i = 0; i < n; i++)
+	{
+		StartRow   *r = rows[i];
+		Oid			types[4] = {INT8OID, TEXTOID, BOOLOID, INT4OID};
+		Datum		values[4];
+
+		values[0] = Int64GetDatum(r->id);
+		if (r->req.status == AC_T_OK || r->req.status == AC_T_ALREADY_EXISTS)
+			ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_start_outbox WHERE id = $1", q),
+										1, types, values, NULL, false, 0);
+		else
+		{
+			bool		permanent = !AcTemporalIsTransient(r->req.status);
+			int			backoff = Min(300, 1 << Min(r->attempts, 8));
+			char	   *error = psprintf("%s: %s", AcTemporalStatusName(r->req.status), r->req.error);
+
+			values[1] = CStringGetTextDatum(error);
+			values[2] = BoolGetDatum(permanent);
+			values[3] = Int32GetDatum(backoff);
+			ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_start_outbox SET attempts = attempts + 1, "
+												 "last_error = $2, error_permanent = $3, "
+												 "next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => $4) "
+												 "WHERE id = $1", q),
+										4, types, values, NULL, false, 0);
+			if (permanent)
+				ereport(WARNING,
+						(errmsg("Temporal refused to start workflow %s: %s", r->workflow_id, error)));
+			else
+				elog(LOG, "activity_core: start of %s failed, retry in %d s: %s",
+					 r->workflow_id, backoff, error);
+		}
+		if (ret < 0)
+			elog(ERROR, "could not record a start outcome: %s", SPI_result_code_string(ret));
+		AcRequestFree(&r->req);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return n;
+}
+
+/* Request-finished callback of ac_runs. */
+static bool
+RunsDone(AcRequest *req, void *arg)
+{
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	return false;
+}
+
+/*
+ * ac_runs(id uuid, max int) returns setof (workflow_id, run_id, status,
+ * workflow_type, start_time, close_time): the definition's executions,
+ * newest first, from Temporal's visibility by activity_id.
+ */
+Datum
+ac_runs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *idtext = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
+	int			max = PG_GETARG_INT32(1);
+	AcRequest  *req = palloc0(sizeof(AcRequest));
+	AcRequest  *one[1] = {req};
+	AcRunRow   *runs;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (max < 1)
+		PG_RETURN_NULL();
+	AcRequestSet(req, "GET",
+				 AcTemporalUrl("/workflows?pageSize=%d&query=%s", Min(max, 1000),
+							   AcTemporalEscape(psprintf("activity_id = '%s'", idtext))),
+				 NULL);
+	AcTemporalRun(one, 1, 1, RunsDone, NULL);
+	if (req->status != AC_T_OK)
+	{
+		char	   *error = pstrdup(req->error);
+
+		AcRequestFree(req);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not list the runs in Temporal: %s", error)));
+	}
+	n = AcReadRuns(req->response, req->response_len, &runs);
+	AcRequestFree(req);
+	for (int i = 0; i < n && i < max; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		values[0] = CStringGetTextDatum(runs[i].workflow_id);
+		values[1] = CStringGetTextDatum(runs[i].run_id);
+		values[2] = CStringGetTextDatum(runs[i].status);
+		values[3] = CStringGetTextDatum(runs[i].workflow_type);
+		values[4] = runs[i].start_time ?
+			DirectFunctionCall3(timestamptz_in, CStringGetDatum(runs[i].start_time),
+								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)) : (Datum) 0;
+		nulls[4] = runs[i].start_time == NULL;
+		values[5] = runs[i].close_time ?
+			DirectFunctionCall3(timestamptz_in, CStringGetDatum(runs[i].close_time),
+								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)) : (Datum) 0;
+		nulls[5] = runs[i].close_time == NULL;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
