@@ -54,6 +54,7 @@ extern void AcDefineGucs(void);
 
 /* Shared memory (shmem.c) */
 #include "port/atomics.h"
+#include "storage/spin.h"
 
 typedef enum AcCounter
 {
@@ -77,8 +78,19 @@ typedef enum AcCounter
 	AC_NUM_COUNTERS
 } AcCounter;
 
+/* What the router last reported about NATS, for ac_health(). */
+typedef enum AcRouterState
+{
+	AC_ROUTER_UNKNOWN = 0,
+	AC_ROUTER_CONNECTED,
+	AC_ROUTER_FAILING
+} AcRouterState;
+
 typedef struct AcShared
 {
+	slock_t		mutex;			/* protects router_error */
+	char		router_error[256];
+	pg_atomic_uint32 router_state;
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
 	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
@@ -92,6 +104,7 @@ extern void AcRegisterDispatcher(void);
 extern void AcWakeDispatcher(void);
 extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
+extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
 
 /* Outbox trigger (outbox.c) */

@@ -371,3 +371,58 @@ COMMENT ON FUNCTION ac_runs(uuid, integer) IS
 
 REVOKE ALL ON FUNCTION ac_trigger(uuid, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_runs(uuid, integer) FROM PUBLIC;
+
+-- Health.
+CREATE FUNCTION ac_temporal_health(OUT "check" text, OUT ok boolean, OUT detail text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_temporal_health'
+	LANGUAGE C VOLATILE;
+
+CREATE FUNCTION ac_router_status(OUT state text, OUT error text)
+	AS 'MODULE_PATHNAME', 'ac_router_status'
+	LANGUAGE C VOLATILE;
+
+CREATE FUNCTION ac_health(OUT "check" text, OUT ok boolean, OUT detail text)
+RETURNS SETOF record
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	preloaded boolean := pg_catalog.current_setting('shared_preload_libraries') ~ '(^|[ ,])"?activity_core"?($|[ ,])';
+	n bigint;
+	r record;
+BEGIN
+	RETURN QUERY SELECT * FROM @extschema@.ac_temporal_health();
+
+	SELECT * INTO r FROM @extschema@.ac_router_status();
+	RETURN QUERY SELECT 'nats_router'::text, r.state = 'connected',
+		CASE r.state
+			WHEN 'connected' THEN 'the router is connected and consuming '
+				|| pg_catalog.current_setting('activity_core.stream_name') || '/'
+				|| pg_catalog.current_setting('activity_core.consumer_name')
+			WHEN 'failing' THEN 'the router cannot use NATS: ' || coalesce(r.error, 'unknown error')
+			ELSE 'the router has not reported yet' END;
+
+	FOR r IN SELECT w.name, w.label FROM (VALUES ('activity_core dispatcher', 'dispatcher_running'),
+											   ('activity_core router', 'router_running')) AS w(name, label) LOOP
+		SELECT pg_catalog.count(*) INTO n FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = r.name;
+		RETURN QUERY SELECT r.label::text, n > 0,
+			CASE WHEN n > 0 THEN 'running'
+				 WHEN NOT preloaded THEN 'not running: add activity_core to shared_preload_libraries and restart'
+				 ELSE 'not running (restarting, or activity_core.database is another database: '
+					|| pg_catalog.current_setting('activity_core.database') || ')' END;
+	END LOOP;
+
+	SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_sync_status WHERE pending;
+	RETURN QUERY SELECT 'schedule_backlog'::text, n < 1000, n || ' schedule change(s) pending';
+	SELECT (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox)
+		 + (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox) INTO n;
+	RETURN QUERY SELECT 'outbox_backlog'::text, n < 1000, n || ' publish(es) and start(s) pending';
+	SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_dead_letters WHERE replayed_at IS NULL;
+	RETURN QUERY SELECT 'dead_letters'::text, n = 0, n || ' dead letter(s) not replayed';
+END
+$$;
+
+COMMENT ON FUNCTION ac_health() IS
+	'One row per check: Temporal, namespace, search attribute, NATS, workers, backlogs, dead letters';
+
+REVOKE ALL ON FUNCTION ac_temporal_health() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_health() FROM PUBLIC;

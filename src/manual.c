@@ -2,7 +2,8 @@
  *
  * manual.c
  *	  On-demand starts: ac_trigger() and the dispatcher's drain of
- *	  ac_start_outbox; ac_runs() to list a definition's executions.
+ *	  ac_start_outbox; ac_runs() and ac_temporal_health(), the reads of
+ *	  Temporal that SQL users make directly.
  *
  * ac_trigger() checks the definition, builds the workflow argument and
  * records the start in ac_start_outbox in the caller's transaction, then
@@ -316,6 +317,76 @@ ac_runs(PG_FUNCTION_ARGS)
 								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)) : (Datum) 0;
 		nulls[5] = runs[i].close_time == NULL;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(ac_temporal_health);
+
+/* The base URL without user information, for messages. */
+static char *
+PublicUrl(void)
+{
+	const char *url = ac_temporal_url;
+	const char *scheme = strstr(url, "://");
+	const char *at = strchr(url, '@');
+
+	if (scheme && at && at > scheme)
+		return psprintf("%.*s%s", (int) (scheme + 3 - url), url, at + 1);
+	return pstrdup(url);
+}
+
+/*
+ * ac_temporal_health() returns setof (check, ok, detail): Temporal
+ * reachable, namespace present, search attribute activity_id a Keyword.
+ */
+Datum
+ac_temporal_health(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	AcRequest  *reqs[3];
+	const char *checks[3] = {"temporal_reachable", "temporal_namespace",
+	"search_attribute_activity_id"};
+	const char *base = ac_temporal_url;
+	int			blen = strlen(base);
+	char	   *ns = AcTemporalEscape(ac_temporal_namespace);
+
+	InitMaterializedSRF(fcinfo, 0);
+	while (blen > 0 && base[blen - 1] == '/')
+		blen--;
+	for (int i = 0; i < 3; i++)
+		reqs[i] = palloc0(sizeof(AcRequest));
+	AcRequestSet(reqs[0], "GET", psprintf("%.*s/system-info", blen, base), NULL);
+	AcRequestSet(reqs[1], "GET", psprintf("%.*s/cluster/namespaces/%s", blen, base, ns), NULL);
+	AcRequestSet(reqs[2], "GET", psprintf("%.*s/cluster/namespaces/%s/search-attributes", blen, base, ns), NULL);
+	AcTemporalRun(reqs, 3, 3, RunsDone, NULL);
+	for (int i = 0; i < 3; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		bool		ok = reqs[i]->status == AC_T_OK;
+		char	   *detail;
+
+		if (ok && i == 2)
+		{
+			ok = reqs[i]->response &&
+				strstr(reqs[i]->response, "\"activity_id\":\"INDEXED_VALUE_TYPE_KEYWORD\"") != NULL;
+			detail = ok ? pstrdup("activity_id is a Keyword search attribute") :
+				psprintf("search attribute activity_id is not registered as Keyword in namespace %s; "
+						 "run: temporal operator search-attribute create --namespace %s --name activity_id --type Keyword",
+						 ac_temporal_namespace, ac_temporal_namespace);
+		}
+		else if (ok)
+			detail = i == 0 ? psprintf("%s answers", PublicUrl()) :
+				psprintf("namespace %s exists", ac_temporal_namespace);
+		else
+			detail = psprintf("%s: %s (%s)", AcTemporalStatusName(reqs[i]->status),
+							  reqs[i]->error, PublicUrl());
+		values[0] = CStringGetTextDatum(checks[i]);
+		values[1] = BoolGetDatum(ok);
+		values[2] = CStringGetTextDatum(detail);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		AcRequestFree(reqs[i]);
 	}
 	return (Datum) 0;
 }

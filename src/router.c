@@ -384,6 +384,7 @@ RouterConnect(char **error)
 	}
 	nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
 	*nats = *n;
+	AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
 	elog(LOG, "activity_core router: consuming %s/%s from %s",
 		 ac_stream_name, ac_consumer_name, ac_nats_url);
 	return true;
@@ -430,6 +431,7 @@ ac_router_main(Datum arg)
 			{
 				failures++;
 				sleep_ms = Min(1000 << Min(failures, 5), 30000);
+				AcSetRouterState(AC_ROUTER_FAILING, error);
 				if (last_error == NULL || strcmp(last_error, error) != 0 || failures % 10 == 1)
 					ereport(WARNING,
 							(errmsg("activity_core router: NATS not ready, retrying in %ld ms: %s",
@@ -447,6 +449,9 @@ ac_router_main(Datum arg)
 				failures = 0;
 				RefreshIndex(schema);
 				s = natsSubscription_Fetch(&list, nats->sub, ac_router_batch_size, 1000, &jerr);
+				if ((s == NATS_OK || s == NATS_TIMEOUT) &&
+					natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CONNECTED)
+					AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
 				if (s == NATS_OK)
 				{
 					/*
@@ -464,6 +469,7 @@ ac_router_main(Datum arg)
 					natsMsgList_Destroy(&list);
 					ereport(WARNING,
 							(errmsg("activity_core router: fetch failed: %s", AcNatsError(s))));
+					AcSetRouterState(AC_ROUTER_FAILING, AcNatsError(s));
 					if (s == NATS_CONNECTION_CLOSED || s == NATS_NOT_FOUND ||
 						natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CLOSED)
 					{

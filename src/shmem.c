@@ -4,7 +4,8 @@
  *	  Shared memory of activity_core: how to wake the dispatcher, and the
  *	  counters behind ac_stats and /metrics.
  *
- * Locking: there is none.  The dispatcher publishes its PGPROC number with
+ * Locking: a spinlock guards the router's last error text; nothing else
+ * needs one.  The dispatcher publishes its PGPROC number with
  * an atomic store when it starts and clears it when it exits; backends
  * read it atomically and set that process's latch.  Counters are 64-bit
  * atomics bumped by whichever process does the work.  No process-local
@@ -27,6 +28,7 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
+#include "access/htup_details.h"
 
 #define NO_PROC PG_UINT32_MAX
 
@@ -85,6 +87,9 @@ AcShmemStartup(void)
 	if (!found)
 	{
 		pg_atomic_init_u32(&ac_shared->dispatcher_procno, NO_PROC);
+		pg_atomic_init_u32(&ac_shared->router_state, AC_ROUTER_UNKNOWN);
+		SpinLockInit(&ac_shared->mutex);
+		ac_shared->router_error[0] = '\0';
 		pg_atomic_init_u64(&ac_shared->event_generation, 1);
 		for (int i = 0; i < AC_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&ac_shared->counters[i], 0);
@@ -181,4 +186,47 @@ ac_stats(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* Record what the router knows about its NATS connection. */
+void
+AcSetRouterState(AcRouterState state, const char *error)
+{
+	if (ac_shared == NULL)
+		return;
+	SpinLockAcquire(&ac_shared->mutex);
+	strlcpy(ac_shared->router_error, error ? error : "", sizeof(ac_shared->router_error));
+	SpinLockRelease(&ac_shared->mutex);
+	pg_atomic_write_u32(&ac_shared->router_state, (uint32) state);
+}
+
+PG_FUNCTION_INFO_V1(ac_router_status);
+
+/* ac_router_status() returns (state, error): the router's view of NATS. */
+Datum
+ac_router_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	char		error[256];
+	uint32		state;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (ac_shared == NULL)
+	{
+		values[0] = CStringGetTextDatum("not loaded");
+		nulls[1] = true;
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+	}
+	state = pg_atomic_read_u32(&ac_shared->router_state);
+	SpinLockAcquire(&ac_shared->mutex);
+	strlcpy(error, ac_shared->router_error, sizeof(error));
+	SpinLockRelease(&ac_shared->mutex);
+	values[0] = CStringGetTextDatum(state == AC_ROUTER_CONNECTED ? "connected" :
+									state == AC_ROUTER_FAILING ? "failing" : "unknown");
+	values[1] = CStringGetTextDatum(error);
+	nulls[1] = error[0] == '\0';
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
