@@ -109,6 +109,7 @@ extern void AcBumpEventGeneration(void);
 
 /* Outbox trigger (outbox.c) */
 extern char *AcExtensionSchema(void);
+extern char *AcWorkerSchema(void);
 extern void AcWakeDispatcherAtCommit(void);
 
 /* Dispatcher (dispatcher.c, schedule.c) */
@@ -118,6 +119,10 @@ extern void AcReconcileInWorker(const char *schema);
 extern void AcRegisterRouterWorker(void);
 extern int	AcDrainOutbox(const char *schema, int limit);
 extern int	AcDrainStarts(const char *schema, int limit);
+
+/* JSON value type names for messages (validate.c) */
+struct JsonbValue;
+extern const char *AcJsonTypeName(struct JsonbValue *v);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);

@@ -270,6 +270,13 @@ BEGIN
 		RAISE EXCEPTION 'payload must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	IF pg_catalog.octet_length(payload::text) + pg_catalog.octet_length(id)
+		+ pg_catalog.octet_length(event_type) + 200
+		> pg_catalog.pg_size_bytes(coalesce(pg_catalog.current_setting('activity_core.max_event_size', true), '1MB')) THEN
+		RAISE EXCEPTION 'the event is larger than activity_core.max_event_size'
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'The router would dead-letter it; keep payloads small and pass references to large data.';
+	END IF;
 	IF id = '' OR pg_catalog.strpos(id, '/') > 0 OR pg_catalog.octet_length(id) > 900 THEN
 		RAISE EXCEPTION 'invalid event_id "%"', id
 			USING ERRCODE = 'invalid_parameter_value',

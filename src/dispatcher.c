@@ -60,25 +60,6 @@ AcRegisterDispatcherWorker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Find the extension's schema; NULL while it is not installed. */
-static char *
-LookupSchema(void)
-{
-	char	   *schema;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	schema = AcExtensionSchema();
-	if (schema)
-		schema = MemoryContextStrdup(TopMemoryContext, schema);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return schema;
-}
-
 /* When the next reconcile is due (the setting may change at any reload). */
 static TimestampTz
 ReconcileDue(TimestampTz last, bool failed)
@@ -127,7 +108,7 @@ ac_dispatcher_main(Datum arg)
 		MemoryContextSwitchTo(loop_cxt);
 		PG_TRY();
 		{
-			char	   *schema = LookupSchema();
+			char	   *schema = AcWorkerSchema();
 
 			now = GetCurrentTimestamp();
 			if (schema == NULL)

@@ -67,27 +67,6 @@ GetKey(Jsonb *obj, const char *key)
 	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), NULL);
 }
 
-/* Name of a JSON value's type, for poison reasons. */
-static const char *
-JsonTypeLabel(JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvNull:
-			return "null";
-		case jbvString:
-			return "a string";
-		case jbvNumeric:
-			return "a number";
-		case jbvBool:
-			return "a boolean";
-		case jbvBinary:
-			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
-		default:
-			return "unexpected";
-	}
-}
-
 /* Read a required string member, or set the poison reason. */
 static char *
 RequiredString(Jsonb *obj, const char *key, const char *label, AcEnvelope *env)
@@ -101,7 +80,7 @@ RequiredString(Jsonb *obj, const char *key, const char *label, AcEnvelope *env)
 	}
 	if (v->type != jbvString)
 	{
-		env->reason = psprintf("%s is %s, not a string", label, JsonTypeLabel(v));
+		env->reason = psprintf("%s is %s, not a string", label, AcJsonTypeName(v));
 		return NULL;
 	}
 	if (v->val.string.len == 0)
@@ -200,7 +179,7 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 	else
 	{
 		env->reason = psprintf("%s is %s, not a JSON object",
-							   cloudevent ? "data" : "payload", JsonTypeLabel(payload));
+							   cloudevent ? "data" : "payload", AcJsonTypeName(payload));
 		return false;
 	}
 	env->envelope = root;

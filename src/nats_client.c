@@ -302,7 +302,7 @@ AcNatsSubscribe(AcNats *n, char **error)
  */
 char *
 AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
-			  const char *data, int len)
+			  const char *data, int len, bool *connection_error)
 {
 	jsPubOptions po;
 	jsPubAck   *pa = NULL;
@@ -318,6 +318,10 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 	RestoreSignals(&old);
 	if (pa)
 		jsPubAck_Destroy(pa);
+	*connection_error = (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
+						 s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
+						 s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION ||
+						 s == NATS_NOT_YET_CONNECTED);
 	if (s != NATS_OK)
 		return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
 	return NULL;

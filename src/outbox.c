@@ -29,6 +29,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(ac_definitions_changed);
 
@@ -113,6 +114,28 @@ AcExtensionSchema(void)
 		result = MemoryContextStrdup(TopTransactionContext, v);
 	}
 	return result;
+}
+
+/*
+ * For a worker outside any transaction: the extension's schema as a
+ * TopMemoryContext string, or NULL while it is not installed.
+ */
+char *
+AcWorkerSchema(void)
+{
+	char	   *schema;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	schema = AcExtensionSchema();
+	if (schema)
+		schema = MemoryContextStrdup(TopMemoryContext, schema);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return schema;
 }
 
 /* Does any column a schedule depends on differ between two row versions? */

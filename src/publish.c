@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -101,6 +102,7 @@ AcDrainOutbox(const char *schema, int limit)
 	int			n;
 	int			ret;
 	char	   *conn_error;
+	bool		lost = false;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
@@ -138,15 +140,23 @@ AcDrainOutbox(const char *schema, int limit)
 	conn_error = EnsureConnection();
 	for (int i = 0; i < n; i++)
 	{
+		/* each publish may wait up to 2 s: stay responsive to SIGTERM */
+		CHECK_FOR_INTERRUPTS();
 		if (conn_error)
 		{
 			rows[i].error = conn_error;
 			continue;
 		}
 		rows[i].error = AcNatsPublish(pub_nats, rows[i].subject, rows[i].msg_id,
-									  VARDATA_ANY(rows[i].data), VARSIZE_ANY_EXHDR(rows[i].data));
+									  VARDATA_ANY(rows[i].data), VARSIZE_ANY_EXHDR(rows[i].data),
+									  &lost);
 		if (rows[i].error == NULL)
 			AcCount(AC_STAT_EVENTS_PUBLISHED, 1);
+		else if (lost)
+		{
+			/* NATS is not answering: the rest of the batch waits its turn */
+			conn_error = psprintf("not tried, NATS did not answer: %s", rows[i].error);
+		}
 	}
 	/* a closed connection is opened afresh next time */
 	if (pub_nats && natsConnection_IsClosed(pub_nats->nc))

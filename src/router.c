@@ -349,25 +349,6 @@ ProcessBatch(const char *schema, natsMsgList *list)
 	}
 }
 
-/* Find the extension's schema (TopMemoryContext copy), or NULL. */
-static char *
-RouterSchema(void)
-{
-	char	   *schema;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	schema = AcExtensionSchema();
-	if (schema)
-		schema = MemoryContextStrdup(TopMemoryContext, schema);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return schema;
-}
-
 /* Connect to NATS, ensure the stream and consumer, and subscribe. */
 static bool
 RouterConnect(char **error)
@@ -424,7 +405,7 @@ ac_router_main(Datum arg)
 			char	   *error = NULL;
 
 			if (schema == NULL)
-				schema = RouterSchema();
+				schema = AcWorkerSchema();
 			if (schema == NULL)
 				sleep_ms = 5000;
 			else if (nats == NULL && !RouterConnect(&error))

@@ -46,8 +46,8 @@ typedef struct ConfigKey
 } ConfigKey;
 
 /* Name the JSON type of a value for error messages. */
-static const char *
-JsonTypeName(JsonbValue *v)
+const char *
+AcJsonTypeName(JsonbValue *v)
 {
 	switch (v->type)
 	{
@@ -120,7 +120,7 @@ ReadConfig(Jsonb *config, const char *trigger_type, ConfigKey *keys,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("trigger_config must be a JSON object, not %s",
-						JsonTypeName(&root)),
+						AcJsonTypeName(&root)),
 				 errhint("For trigger_type %s use %s.", trigger_type, example)));
 	}
 
@@ -176,7 +176,7 @@ RequireString(ConfigKey *key, const char *trigger_type, const char *example,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("trigger_config.%s must be a string, not %s",
-						key->name, JsonTypeName(&key->value)),
+						key->name, AcJsonTypeName(&key->value)),
 				 errhint("For example %s.", example)));
 	return StringValue(&key->value);
 }
@@ -372,7 +372,7 @@ NormaliseEvent(Jsonb *config)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("trigger_config.filters must be a JSON object, not %s",
-							JsonTypeName(&keys[1].value)),
+							AcJsonTypeName(&keys[1].value)),
 					 errhint("An event matches when payload @> filters, for example {\"filters\": {\"region\": \"eu\"}}.")));
 		(void) JsonbToCString(&buf, keys[1].value.val.binary.data,
 							  keys[1].value.val.binary.len);

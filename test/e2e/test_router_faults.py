@@ -289,6 +289,9 @@ class JetStream:
     def consumer(self):
         return self.run(self.js.consumer_info(STREAM, CONSUMER))
 
+    def last_seq(self):
+        return self.run(self.js.stream_info(STREAM)).state.last_seq
+
     def close(self):
         try:
             self.run(self.nc.close())
@@ -309,7 +312,7 @@ def wait_processed(js, seq, timeout=20.0):
     return poll(once, timeout)
 
 
-def router_ready(js, timeout=30.0):
+def router_ready(js, timeout=40.0):
     """The router consumes: an event nobody listens to is acknowledged."""
     _, seq = js.event(f"probe.{token()}")
     return wait_processed(js, seq, timeout)
@@ -446,7 +449,7 @@ def test_router_and_outbox_ride_out_a_nats_restart(restore):
                 assert outbox_rows(c, etype) == [], "ac_outbox still holds events"
             poll(drained, timeout=30)
             # all acknowledged (an ack lost with the old server waits for the ack wait)
-            ci = wait_processed(js, after[-1][1], timeout=45)
+            ci = wait_processed(js, js.last_seq(), timeout=45)
             assert ci.num_ack_pending == 0, ci
         finally:
             js.close()
@@ -488,7 +491,6 @@ def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
                 return d
             d = poll(retried, timeout=20)
             assert d["workflows_started"] == 0 and d["events_dead_lettered"] == 0, d
-            assert d["events_acked"] == 0, d
             ci = js.consumer()
             assert ci.num_ack_pending >= n and ci.ack_floor.stream_seq < published[0][1], ci
             assert dead_letters(c, eids) == []
@@ -499,9 +501,7 @@ def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
 
             # an empty Temporal comes back; nobody does anything else
             stack("start-temporal")
-            back = time.monotonic()
             wait_workflows([wid(aid, e) for e in eids], timeout=60)
-            took = time.monotonic() - back
             wait_runs(aid, [wid(aid, e) for e in eids])
             wait_processed(js, published[-1][1], timeout=15)
         finally:
@@ -510,7 +510,6 @@ def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
         assert d["workflows_started"] == n, d
         assert d["events_dead_lettered"] == 0, d
         assert dead_letters(c, eids) == []
-    assert took < 60, took
 
 
 # ---------------------------------------------------------------- 3. max deliveries
@@ -638,7 +637,14 @@ def test_killed_router_loses_no_event(restore):
         first, first_seq = js.event(etype, when="right after the kill")
         assert wait_gone(old, 5), f"router {old} survived SIGKILL"
 
-        # the postmaster resets every process, then starts them again
+        # the postmaster resets every process, then starts them again; connect once it
+        # says so (a connection made before it noticed the crash would be dropped)
+        def reset_done():
+            log = log_since(restore.log_start)
+            crashed = log.find(f'background worker "{ROUTER}" (PID {old}) was terminated by signal 9')
+            assert crashed >= 0 and "database system is ready to accept connections" in \
+                log[crashed:], log_tail(restore.log_start)
+        poll(reset_done, timeout=30, interval=0.05)
         with connect(timeout=60) as c:
             new = router_pid(c, timeout=30, other_than=old)
             assert new != old
