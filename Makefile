@@ -14,6 +14,7 @@ OBJS = \
 	src/events.o \
 	src/guc.o \
 	src/manual.o \
+	src/metrics.o \
 	src/nats_client.o \
 	src/outbox.o \
 	src/publish.o \
@@ -37,8 +38,16 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 # no LLVM bitcode: nothing here benefits from JIT inlining, and it needs clang
 override with_llvm = no
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# a new machine has no pg_config yet: `make test` and `make demo` install it
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
 include $(PGXS)
+else
+.DEFAULT_GOAL := all
+all install installcheck:
+	@echo "pg_config not found ($(PG_CONFIG)): run 'make test' or 'make demo', which install PostgreSQL 15 and its headers" >&2
+	@exit 1
+endif
 
 # every object depends on every header: the headers are few and small
 $(OBJS): $(wildcard src/*.h)

@@ -48,14 +48,14 @@ def main():
         created = wait_applied(conn)
         print(f"setup: dispatcher created {N} schedules in {created:.1f} s ({N/created:.0f}/s)")
 
-        for conc in [int(c) for c in os.environ.get("BENCH_RECONCILE_CONCURRENCY", "32,8").split(",")]:
-            conn.execute(f"ALTER SYSTEM SET activity_core.temporal_concurrency = {conc}")
+        for conc in [int(c) for c in os.environ.get("BENCH_RECONCILE_CONCURRENCY", "8,32").split(",")]:
+            conn.execute(f"ALTER SYSTEM SET activity_core.reconcile_concurrency = {conc}")
             conn.execute("SELECT pg_reload_conf()")
             time.sleep(1)
             elapsed, actions = timed_sync(conn)
             print(f"reconcile of {N} in-sync definitions, {conc} requests in flight: {elapsed:.1f} s, "
                   f"{N/elapsed:.0f} describe requests/s, actions taken: {actions or 'none'}")
-        conn.execute("ALTER SYSTEM RESET activity_core.temporal_concurrency")
+        conn.execute("ALTER SYSTEM RESET activity_core.reconcile_concurrency")
         conn.execute("SELECT pg_reload_conf()")
 
         subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "restart-temporal",

@@ -39,6 +39,7 @@ _PG_init(void)
 	AcShmemInit();
 	AcRegisterDispatcherWorker();
 	AcRegisterRouterWorker();
+	AcRegisterMetricsWorker();
 }
 
 /* ac_version() returns text: the version of the loaded library. */

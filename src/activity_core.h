@@ -19,6 +19,11 @@
 #if PG_VERSION_NUM < 160000
 #define InitMaterializedSRF(fcinfo, flags) SetSingleFuncCall(fcinfo, flags)
 #endif
+#if PG_VERSION_NUM >= 170000
+#define AcMyProcNumber() ((uint32) MyProcNumber)
+#else
+#define AcMyProcNumber() ((uint32) MyProc->pgprocno)
+#endif
 
 #ifndef AC_VERSION
 #define AC_VERSION "unknown"
@@ -48,6 +53,7 @@ extern int	ac_router_concurrency;
 extern int	ac_router_max_deliveries;
 extern int	ac_max_event_bytes;
 extern int	ac_reconcile_interval_s;
+extern int	ac_reconcile_concurrency;
 extern char *ac_metrics_listen;
 
 extern void AcDefineGucs(void);
@@ -117,6 +123,7 @@ extern void AcRegisterDispatcherWorker(void);
 extern int	AcSyncScheduleBatch(const char *schema, int limit);
 extern void AcReconcileInWorker(const char *schema);
 extern void AcRegisterRouterWorker(void);
+extern void AcRegisterMetricsWorker(void);
 extern int	AcDrainOutbox(const char *schema, int limit);
 extern int	AcDrainStarts(const char *schema, int limit);
 

@@ -41,6 +41,7 @@ int			ac_router_concurrency = 64;
 int			ac_router_max_deliveries = 10;
 int			ac_max_event_bytes = 1048576;
 int			ac_reconcile_interval_s = 300;
+int			ac_reconcile_concurrency = 8;
 char	   *ac_metrics_listen = NULL;
 
 #define SECRET_FLAGS (GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE)
@@ -141,6 +142,9 @@ AcDefineGucs(void)
 	DefineInt("activity_core.reconcile_interval",
 			  "Time between full reconciles of Temporal against the table (0 disables).",
 			  &ac_reconcile_interval_s, 300, 0, 86400 * 7, GUC_UNIT_S);
+	DefineInt("activity_core.reconcile_concurrency",
+			  "Describe requests a reconcile keeps in flight at once.",
+			  &ac_reconcile_concurrency, 8, 1, 1024, 0);
 	DefineString("activity_core.metrics_listen",
 				 "host:port of the Prometheus /metrics endpoint; empty disables it.",
 				 &ac_metrics_listen, "127.0.0.1:9090", 0);

@@ -16,8 +16,9 @@
  * is never touched.  Schedules without that prefix are never touched.
  *
  * Only plain reads touch the table, so a reconcile never blocks writes to
- * it.  Requests run with at most activity_core.temporal_concurrency in
- * flight.
+ * it.  Requests run with at most activity_core.reconcile_concurrency in
+ * flight (describes are heavy for the server: too many at once slow it
+ * down).
  *
  * IDENTIFICATION
  *	  src/reconcile.c
@@ -362,7 +363,7 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 		items[i]->req.step = REC_DESCRIBE;
 		AcRequestSet(&items[i]->req, "GET", SchedulePath(items[i], "?noPayloadShorthand=true"), NULL);
 	}
-	AcTemporalRun((AcRequest **) items, n, ac_temporal_concurrency, RecDone, &run);
+	AcTemporalRun((AcRequest **) items, n, ac_reconcile_concurrency, RecDone, &run);
 	for (int i = 0; i < n; i++)
 	{
 		AcRequestFree(&items[i]->req);

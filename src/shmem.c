@@ -125,7 +125,7 @@ AcRegisterDispatcher(void)
 {
 	if (ac_shared == NULL)
 		return;
-	pg_atomic_write_u32(&ac_shared->dispatcher_procno, (uint32) MyProc->pgprocno);
+	pg_atomic_write_u32(&ac_shared->dispatcher_procno, AcMyProcNumber());
 	on_shmem_exit(AcDispatcherDetach, (Datum) 0);
 }
 

@@ -51,3 +51,27 @@ def test_health_reports_every_check(conn):
     failing = {k: v for k, v in rows.items() if not v[0] and k != "dead_letters"}
     assert not failing, failing
     assert "api_key" not in json.dumps(rows).lower()
+
+
+def test_metrics_endpoint_serves_the_counters(conn):
+    """GET /metrics answers in Prometheus text with the counters of ac_stats."""
+    import os
+    import time
+    url = os.environ.get("AC_METRICS_URL", "http://127.0.0.1:19090/metrics")
+    deadline = time.time() + 15
+    while True:
+        try:
+            import urllib.request
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+                break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    names = [r[0] for r in conn.execute("SELECT name FROM ac_stats").fetchall()]
+    for name in names:
+        assert f"activity_core_{name}_total " in text, name
+    assert "# TYPE activity_core_events_received_total counter" in text
+    status, _ = http("GET", url.replace("/metrics", "/other"))
+    assert status == 404
