@@ -18,6 +18,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/builtins.h"
 
 PG_MODULE_MAGIC;
@@ -25,6 +26,27 @@ PG_MODULE_MAGIC;
 PG_FUNCTION_INFO_V1(ac_version);
 
 void		_PG_init(void);
+
+/*
+ * Register one background worker: started once recovery is over, restarted
+ * 5 s after it exits with an error or crashes.
+ */
+static void
+RegisterWorker(const char *role, const char *function, bool database)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		(database ? BGWORKER_BACKEND_DATABASE_CONNECTION : 0);
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core %s", role);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core %s", role);
+	RegisterBackgroundWorker(&worker);
+}
 
 /*
  * Define the settings; when preloaded, also reserve shared memory and
@@ -37,9 +59,9 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 	AcShmemInit();
-	AcRegisterDispatcherWorker();
-	AcRegisterRouterWorker();
-	AcRegisterMetricsWorker();
+	RegisterWorker("dispatcher", "ac_dispatcher_main", true);
+	RegisterWorker("router", "ac_router_main", true);
+	RegisterWorker("metrics", "ac_metrics_main", false);
 }
 
 /* ac_version() returns text: the version of the loaded library. */

@@ -119,11 +119,8 @@ extern char *AcWorkerSchema(void);
 extern void AcWakeDispatcherAtCommit(void);
 
 /* Dispatcher (dispatcher.c, schedule.c) */
-extern void AcRegisterDispatcherWorker(void);
 extern int	AcSyncScheduleBatch(const char *schema, int limit);
 extern void AcReconcileInWorker(const char *schema);
-extern void AcRegisterRouterWorker(void);
-extern void AcRegisterMetricsWorker(void);
 extern int	AcDrainOutbox(const char *schema, int limit);
 extern int	AcDrainStarts(const char *schema, int limit);
 

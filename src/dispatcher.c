@@ -43,22 +43,6 @@ PGDLLEXPORT void ac_dispatcher_main(Datum arg);
 #define BATCH_SIZE 1000
 #define RECONCILE_RETRY_MS 30000
 
-/* Register the dispatcher with the postmaster (preload only). */
-void
-AcRegisterDispatcherWorker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ac_dispatcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core dispatcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core dispatcher");
-	RegisterBackgroundWorker(&worker);
-}
 
 /* When the next reconcile is due (the setting may change at any reload). */
 static TimestampTz

@@ -36,22 +36,6 @@
 
 PGDLLEXPORT void ac_metrics_main(Datum arg);
 
-/* Register the metrics worker with the postmaster (preload only). */
-void
-AcRegisterMetricsWorker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ac_metrics_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core metrics");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core metrics");
-	RegisterBackgroundWorker(&worker);
-}
 
 /* Open a listening socket on host:port; -1 (with a WARNING) on failure. */
 static int

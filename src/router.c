@@ -75,22 +75,6 @@ static AcNats *nats = NULL;
 static AcEventIndex *event_index = NULL;
 static uint64 index_generation = 0;
 
-/* Register the router with the postmaster (preload only). */
-void
-AcRegisterRouterWorker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "activity_core");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ac_router_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "activity_core router");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "activity_core router");
-	RegisterBackgroundWorker(&worker);
-}
 
 /* Close NATS and wait for its threads when the process exits. */
 static void
