@@ -1,17 +1,24 @@
-"""Shared fixtures for the end-to-end suites.
+"""Shared fixtures and helpers for the end-to-end suites.
 
 Every suite talks to the real services that test/stack.sh started; their
 addresses come from the environment that test/run.sh exports from
 STATE/stack.env (PG*, AC_TEMPORAL_URL, AC_NATS_URL, ...).
 """
+import base64
 import json
 import os
+import subprocess
+import time
 import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 
+REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
+STACK = str(REPO / "test" / "stack.sh")
 TEMPORAL_URL = os.environ.get("AC_TEMPORAL_URL", "http://127.0.0.1:17243")
 NATS_URL = os.environ.get("AC_NATS_URL", "nats://127.0.0.1:14222")
 NATS_MONITOR = os.environ.get("AC_NATS_MONITOR", "http://127.0.0.1:18222")
@@ -38,6 +45,253 @@ def http(method, url, body=None, timeout=10):
 def temporal(method, path, body=None, timeout=10):
     """Call Temporal's HTTP API under the test namespace."""
     return http(method, f"{TEMPORAL_URL}/namespaces/{NAMESPACE}{path}", body, timeout)
+
+
+# ---------------------------------------------------------------- waiting
+
+def poll(check, timeout=15.0, interval=0.2):
+    """Call check() until it stops raising AssertionError; re-raise the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
+
+
+def wait_for(pred, timeout=30, every=0.2):
+    """Call pred() until it returns something true; return that (or the last value)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    return pred()
+
+
+# ---------------------------------------------------------------- names and counters
+
+def unique(prefix):
+    """prefix with a random suffix."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def token():
+    """A short random token."""
+    return uuid.uuid4().hex[:10]
+
+
+def stats(c):
+    """ac_stats as {name: value}."""
+    return dict(c.execute("SELECT name, value FROM ac_stats").fetchall())
+
+
+def delta(before, after):
+    """How much each counter of stats() grew from before to after."""
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+# ---------------------------------------------------------------- Temporal
+
+def payload_value(p):
+    """A payload as Temporal's HTTP API renders it: plain JSON or {metadata, data}."""
+    if isinstance(p, dict) and set(p) == {"metadata", "data"}:
+        return json.loads(base64.b64decode(p["data"]))
+    return p
+
+
+def schedule_id(aid):
+    """The Temporal schedule id of definition aid."""
+    return f"activity-schedule-{aid}"
+
+
+def describe_schedule(aid):
+    """DescribeSchedule of definition aid: (HTTP status, body)."""
+    return temporal("GET", f"/schedules/{schedule_id(aid)}")
+
+
+def described(aid, check=None, timeout=15.0):
+    """Describe the schedule of aid until it exists and check(body) passes."""
+    def once():
+        status, body = describe_schedule(aid)
+        assert status == 200, f"describe {schedule_id(aid)}: HTTP {status} {body}"
+        if check:
+            check(body)
+        return body
+    return poll(once, timeout)
+
+
+def schedule_gone(aid, timeout=15.0, grpc_code=None):
+    """Describe the schedule of aid until it is not found (with grpc_code, when given)."""
+    def once():
+        status, body = describe_schedule(aid)
+        assert status == 404, f"schedule {schedule_id(aid)} still there: HTTP {status} {body}"
+        if grpc_code is not None:
+            assert body.get("code") == grpc_code, body
+    poll(once, timeout)
+
+
+def wid(aid, event_id):
+    """The workflow id the router starts for definition aid and an event."""
+    return f"activity-{aid}:{event_id}"
+
+
+# ---------------------------------------------------------------- NATS
+
+def wait_processed(js, seq, timeout=20.0, interval=0.2):
+    """Wait until the router acknowledged or terminated every message up to seq."""
+    def once():
+        ci = js.consumer()
+        assert ci.ack_floor.stream_seq >= seq, (
+            f"message {seq} not processed yet: ack floor {ci.ack_floor.stream_seq}, "
+            f"delivered {ci.delivered.stream_seq}, ack pending {ci.num_ack_pending}, "
+            f"pending {ci.num_pending}, redelivered {ci.num_redelivered}")
+        return ci
+    return poll(once, timeout, interval)
+
+
+# ---------------------------------------------------------------- the stack itself
+
+def load_stack_env():
+    """Take PG* and AC_* from STATE/stack.env when the caller did not export them."""
+    env_file = Path(os.environ.get("AC_STATE") or REPO / ".local" / "test") / "stack.env"
+    if not env_file.is_file():
+        return
+    for line in env_file.read_text().splitlines():
+        if not line.startswith("export ") or "=" not in line:
+            continue
+        key, value = line[len("export "):].split("=", 1)
+        if key != "PATH":
+            os.environ.setdefault(key, value.strip('"'))
+
+
+def state_dir():
+    """The stack's state directory: AC_STATE, else .local/test of the repository."""
+    return os.environ.get("AC_STATE") or str(REPO / ".local" / "test")
+
+
+def pg_log():
+    """The PostgreSQL server log of the stack."""
+    return os.environ.get("AC_PG_LOG") or f"{state_dir()}/pg/postgres.log"
+
+
+def stack(*args, timeout=180):
+    """Run a test/stack.sh subcommand against the stack; `start` brings it back as it was."""
+    env = dict(os.environ)
+    extra = []
+    if args[0] == "start":
+        # `start` computes its ports from AC_* (not from the saved configuration),
+        # so they are passed from STATE/stack.conf
+        conf = {}
+        for line in (Path(state_dir()) / "stack.conf").read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                conf[key] = value.strip("'\"")
+        for var, key in (("AC_PG_PORT", "PG_PORT"), ("AC_TEMPORAL_PORT", "T_GRPC"),
+                         ("AC_TEMPORAL_HTTP_PORT", "T_HTTP"), ("AC_TEMPORAL_UI_PORT", "T_UI"),
+                         ("AC_NATS_PORT", "NATS_PORT"), ("AC_NATS_MON_PORT", "NATS_MON"),
+                         ("AC_METRICS_PORT", "METRICS"), ("AC_DB", "DB"),
+                         ("AC_PRELOAD", "PRELOAD"), ("AC_TEMPORAL_EXTRA_ARGS", "TEMPORAL_EXTRA")):
+            env[var] = conf.get(key, "")
+        extra = [conf["MODE"]]
+    res = subprocess.run(["bash", STACK, *args, state_dir(), *extra], capture_output=True,
+                         text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+    assert res.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+def alive(pid):
+    """True while pid is a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid, timeout, interval=0.02):
+    """Wait up to timeout seconds for pid to exit; True when it did."""
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return not alive(pid)
+
+
+def signal_group(pid, sig):
+    """Send sig to pid and, when it leads its own process group, to that group."""
+    try:
+        os.kill(pid, sig)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def log_offset():
+    """The current size of the PostgreSQL log (0 when there is none)."""
+    try:
+        return os.path.getsize(pg_log())
+    except OSError:
+        return 0
+
+
+def log_since(offset):
+    """What the PostgreSQL log got after offset."""
+    try:
+        with open(pg_log(), "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_tail(offset, n=40):
+    """The last n lines of log_since(offset)."""
+    return "\n".join(log_since(offset).splitlines()[-n:])
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+def connect(timeout=30.0):
+    """A fresh autocommit connection with the extension; retries while PostgreSQL starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = psycopg.connect(autocommit=True, connect_timeout=5)
+            c.execute("SET client_min_messages = warning")
+            c.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
+            return c
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def insert_definition(c, cols, **optional):
+    """Insert a definition: cols plus the optional columns that are not None; return its id."""
+    cols = dict(cols, **{k: v for k, v in optional.items() if v is not None})
+    sql = (f"INSERT INTO ac_activity_definitions ({', '.join(cols)}) "
+           f"VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id")
+    return str(c.execute(sql, list(cols.values())).fetchone()[0])
+
+
+def worker_pids(c, backend_type):
+    """Pids of the background workers of backend_type."""
+    return [r[0] for r in c.execute(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = %s", (backend_type,)).fetchall()]
+
+
+def worker_pid(c, backend_type, timeout=15.0, other_than=None):
+    """Pid of the single backend_type worker, waiting for one that is not other_than."""
+    def once():
+        pids = [p for p in worker_pids(c, backend_type) if p != other_than]
+        assert len(pids) == 1, f"{backend_type} workers other than {other_than}: {pids}"
+        return pids[0]
+    return poll(once, timeout, 0.1)
 
 
 @pytest.fixture(scope="session")

@@ -21,40 +21,27 @@ import random
 import time
 import urllib.parse
 import uuid
+from functools import partial
 
 import nats
 import psycopg
 import pytest
 
-from conftest import NATS_MONITOR, NATS_URL, http, temporal
+import conftest
+from conftest import (NATS_MONITOR, NATS_URL, delta, http, insert_definition, payload_value,
+                      stats, temporal, token, unique, wid)
 
 STREAM = "ACTIVITY_EVENTS"
 CONSUMER = "activity-core-event-router"
 PREFIX = "activity"
 SEED = int(os.environ.get("AC_EVENTS_SEED", "20250611"))
 
+# this suite polls every 0.1 s
+poll = partial(conftest.poll, interval=0.1)
+wait_processed = partial(conftest.wait_processed, interval=0.1)
+
 
 # ---------------------------------------------------------------- helpers
-
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def token():
-    return uuid.uuid4().hex[:10]
-
-
-def poll(check, timeout=15.0, interval=0.1):
-    """Call check() until it stops raising AssertionError; re-raise the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval)
-
 
 class JetStream:
     """A synchronous face on nats-py's asyncio JetStream client."""
@@ -109,22 +96,6 @@ def publish_env(js, env, subject_type=None):
     return ack.seq
 
 
-def wait_processed(js, seq, timeout=20.0):
-    """Wait until the router acknowledged or terminated every message up to seq."""
-    def once():
-        ci = js.consumer()
-        assert ci.ack_floor.stream_seq >= seq, (
-            f"message {seq} not processed yet: ack floor {ci.ack_floor.stream_seq}, "
-            f"delivered {ci.delivered.stream_seq}, ack pending {ci.num_ack_pending}, "
-            f"pending {ci.num_pending}, redelivered {ci.num_redelivered}")
-        return ci
-    return poll(once, timeout)
-
-
-def wid(aid, event_id):
-    return f"activity-{aid}:{event_id}"
-
-
 def describe_wf(workflow_id):
     return temporal("GET", "/workflows/" + urllib.parse.quote(workflow_id, safe=""))
 
@@ -173,13 +144,6 @@ def wait_runs(aid, expected, timeout=20.0):
     poll(once, timeout, interval=0.3)
 
 
-def payload_value(p):
-    """A payload as Temporal's HTTP API renders it: plain JSON or {metadata, data}."""
-    if isinstance(p, dict) and set(p) == {"metadata", "data"}:
-        return json.loads(base64.b64decode(p["data"]))
-    return p
-
-
 def start_event(workflow_id):
     """The WorkflowExecutionStarted event of a workflow."""
     # standard payload form: Temporal does not re-render the argument's JSON
@@ -198,14 +162,6 @@ def start_arg(workflow_id):
     payloads = inp.get("payloads") if isinstance(inp, dict) else inp
     assert payloads and len(payloads) == 1, f"{workflow_id}: expected one argument, got {inp}"
     return payload_value(payloads[0])
-
-
-def stats(conn):
-    return dict(conn.execute("SELECT name, value FROM ac_stats").fetchall())
-
-
-def delta(before, after):
-    return {k: after[k] - before.get(k, 0) for k in after}
 
 
 def explain(conn, env):
@@ -233,15 +189,8 @@ class Definitions:
             cfg_text = dumps(cfg)
         cols = {"name": name or unique("ev-def"), "trigger_type": "event",
                 "trigger_config": cfg_text, "enabled": enabled}
-        if input is not None:
-            cols["input"] = dumps(input)
-        if workflow_type is not None:
-            cols["workflow_type"] = workflow_type
-        if task_queue is not None:
-            cols["task_queue"] = task_queue
-        sql = (f"INSERT INTO ac_activity_definitions ({', '.join(cols)}) "
-               f"VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id")
-        aid = str(self.conn.execute(sql, list(cols.values())).fetchone()[0])
+        aid = insert_definition(self.conn, cols, input=None if input is None else dumps(input),
+                                workflow_type=workflow_type, task_queue=task_queue)
         self.ids.append(aid)
         return aid
 

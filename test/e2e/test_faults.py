@@ -27,30 +27,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
+from conftest import (alive, connect, described, load_stack_env, log_offset, log_since, log_tail,
+                      pg_log, poll, schedule_gone, signal_group, stack, state_dir, wait_gone,
+                      worker_pid, worker_pids)
 
+load_stack_env()
 
-def _load_stack_env():
-    """Take PG* and AC_* from STATE/stack.env when the caller did not export them."""
-    env_file = Path(os.environ.get("AC_STATE") or REPO / ".local" / "test") / "stack.env"
-    if not env_file.is_file():
-        return
-    for line in env_file.read_text().splitlines():
-        if not line.startswith("export ") or "=" not in line:
-            continue
-        key, value = line[len("export "):].split("=", 1)
-        if key != "PATH":
-            os.environ.setdefault(key, value.strip('"'))
-
-
-_load_stack_env()
-
-from conftest import temporal  # noqa: E402  (after the environment is complete)
-
-STATE = os.environ.get("AC_STATE") or str(REPO / ".local" / "test")
-STACK = str(REPO / "test" / "stack.sh")
+STATE = state_dir()
 PG_DATA = os.environ.get("AC_PG_DATA") or f"{STATE}/pg/data"
-PG_LOG = os.environ.get("AC_PG_LOG") or f"{STATE}/pg/postgres.log"
+PG_LOG = pg_log()
 PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
 TEMPORAL_PIDFILE = Path(STATE) / "temporal" / "temporal.pid"
 DISPATCHER = "activity_core dispatcher"
@@ -60,14 +45,6 @@ pytestmark = pytest.mark.restarts_postgres
 
 
 # ---------------------------------------------------------------- processes
-
-def stack(*args, timeout=180):
-    """Run a test/stack.sh subcommand against the test stack."""
-    res = subprocess.run(["bash", STACK, *args, STATE], capture_output=True, text=True,
-                         timeout=timeout, stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res.stdout
-
 
 def pg_ctl(*args, timeout=90):
     """pg_ctl as the postgres account; the server logs to AC_PG_LOG."""
@@ -80,16 +57,6 @@ def pg_ctl(*args, timeout=90):
 def restart_postgres(mode):
     res = pg_ctl("-w", "-t", "60", "-l", PG_LOG, "restart", "-m", mode)
     assert res.returncode == 0, f"pg_ctl restart -m {mode}: {res.stdout}\n{res.stderr}"
-
-
-def alive(pid):
-    """True while pid is a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
 
 
 def temporal_pid():
@@ -106,12 +73,7 @@ def signal_temporal(sig):
         pid = temporal_pid()
     except (FileNotFoundError, ValueError):
         return
-    try:
-        os.kill(pid, sig)
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
+    signal_group(pid, sig)
 
 
 def freeze_temporal():
@@ -130,68 +92,7 @@ def thaw_temporal():
     signal_temporal(signal.SIGCONT)
 
 
-def log_offset():
-    try:
-        return os.path.getsize(PG_LOG)
-    except OSError:
-        return 0
-
-
-def log_since(offset):
-    try:
-        with open(PG_LOG, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def log_tail(offset, n=40):
-    return "\n".join(log_since(offset).splitlines()[-n:])
-
-
 # ---------------------------------------------------------------- database
-
-def connect(timeout=30.0):
-    """A fresh autocommit connection with the extension; retries while PostgreSQL starts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            c = psycopg.connect(autocommit=True, connect_timeout=5)
-            c.execute("SET client_min_messages = warning")
-            c.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
-            return c
-        except psycopg.OperationalError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
-def poll(check, timeout=15.0, interval=0.2):
-    """Call check() until it stops raising AssertionError; re-raise the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval)
-
-
-def dispatcher_pids(c):
-    return [r[0] for r in c.execute(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = %s", (DISPATCHER,)).fetchall()]
-
-
-def dispatcher_pid(c, timeout=15.0, other_than=None):
-    """Pid of the (single) dispatcher, waiting for one that is not other_than."""
-    def once():
-        pids = [p for p in dispatcher_pids(c) if p != other_than]
-        assert len(pids) == 1, f"dispatchers other than {other_than}: {pids}"
-        return pids[0]
-    return poll(once, timeout, 0.1)
-
 
 def wait_dispatcher_in_requests(c, timeout=5.0):
     """Wait until the dispatcher reports that it is applying changes to Temporal."""
@@ -236,31 +137,6 @@ def unique(prefix):
 
 # ---------------------------------------------------------------- Temporal
 
-def schedule_id(aid):
-    return f"activity-schedule-{aid}"
-
-
-def describe(aid):
-    return temporal("GET", f"/schedules/{schedule_id(aid)}")
-
-
-def described(aid, check=None, timeout=15.0):
-    def once():
-        code, body = describe(aid)
-        assert code == 200, f"describe {schedule_id(aid)}: HTTP {code} {body}"
-        if check:
-            check(body)
-        return body
-    return poll(once, timeout)
-
-
-def schedule_gone(aid, timeout=15.0):
-    def once():
-        code, body = describe(aid)
-        assert code == 404, f"{schedule_id(aid)} still there: HTTP {code} {body}"
-    poll(once, timeout)
-
-
 def calendar_field(body, field):
     cal = body["schedule"]["spec"]["structuredCalendar"][0]
     return [(r.get("start", 0), max(r.get("end", r.get("start", 0)), r.get("start", 0)))
@@ -287,7 +163,7 @@ class Faults:
             res = pg_ctl("-w", "-t", "60", "-l", PG_LOG, "start")
             assert res.returncode == 0, f"pg_ctl start: {res.stdout}\n{res.stderr}"
         with connect() as c:
-            dispatcher_pid(c, timeout=15)
+            worker_pid(c, DISPATCHER, timeout=15)
             if self.ids:
                 c.execute("DELETE FROM ac_activity_definitions WHERE id = ANY(%s::uuid[])",
                           (self.ids,))
@@ -388,7 +264,7 @@ def test_changes_survive_a_postgres_crash_restart_while_temporal_is_down(faults)
         poll(tried, timeout=5, interval=0.1)
 
     with connect() as c:
-        old_dispatcher = dispatcher_pid(c)
+        old_dispatcher = worker_pid(c, DISPATCHER)
     restart_postgres("immediate")
 
     # the crash lost nothing: every change is still pending while Temporal is down
@@ -398,7 +274,7 @@ def test_changes_survive_a_postgres_crash_restart_while_temporal_is_down(faults)
     stack("start-temporal")
 
     with connect() as c:
-        assert dispatcher_pid(c, other_than=old_dispatcher) != old_dispatcher
+        assert worker_pid(c, DISPATCHER, other_than=old_dispatcher) != old_dispatcher
         rows = wait_applied(c, changed, timeout=60)
         assert gone not in rows, f"deleted definition still listed: {rows.get(gone)}"
         for aid in (new, upd, paused_one):
@@ -424,7 +300,7 @@ def test_changes_survive_a_postgres_crash_restart_while_temporal_is_down(faults)
 
 def test_killed_dispatcher_comes_back_and_applies_pending_changes(faults):
     with connect() as c:
-        old = dispatcher_pid(c)
+        old = worker_pid(c, DISPATCHER)
         freeze_temporal()
         ids = insert_crons(c, [unique(f"kill{i}") for i in range(3)])
         faults.ids += ids
@@ -432,20 +308,17 @@ def test_killed_dispatcher_comes_back_and_applies_pending_changes(faults):
         assert all(r["pending"] for r in status(c, ids).values())
 
         os.kill(old, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while alive(old) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(old), f"dispatcher {old} survived SIGKILL"
+        assert wait_gone(old, 5, interval=0.05), f"dispatcher {old} survived SIGKILL"
 
     # the postmaster resets every process after a crashed child, then restarts them
     with connect(timeout=60) as c:
-        new = dispatcher_pid(c, timeout=30, other_than=old)
+        new = worker_pid(c, DISPATCHER, timeout=30, other_than=old)
         assert new != old
         rows = status(c, ids)
         assert set(rows) == set(ids) and all(r["pending"] for r in rows.values()), rows
         thaw_temporal()
         wait_applied(c, ids, timeout=45)
-        assert dispatcher_pids(c) == [new], "the dispatcher restarted again"
+        assert worker_pids(c, DISPATCHER) == [new], "the dispatcher restarted again"
     for aid in ids:
         described(aid)
     log = log_since(faults.log_start)
@@ -455,7 +328,7 @@ def test_killed_dispatcher_comes_back_and_applies_pending_changes(faults):
 
 def test_sigterm_stops_the_dispatcher_promptly_in_the_middle_of_requests(faults):
     with connect() as c:
-        old = dispatcher_pid(c)
+        old = worker_pid(c, DISPATCHER)
         freeze_temporal()
         ids = insert_crons(c, [unique(f"term{i:03d}") for i in range(200)], cron="@hourly")
         faults.ids += ids
@@ -474,7 +347,7 @@ def test_sigterm_stops_the_dispatcher_promptly_in_the_middle_of_requests(faults)
         assert c.execute("SELECT 1").fetchone() == (1,)
         assert all(r["pending"] for r in status(c, ids).values())
 
-        new = dispatcher_pid(c, timeout=15, other_than=old)
+        new = worker_pid(c, DISPATCHER, timeout=15, other_than=old)
         restarted = time.monotonic() - t0
         assert new != old
         assert 3.0 <= restarted <= 12.0, f"dispatcher restarted after {restarted:.1f}s"

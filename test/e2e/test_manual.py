@@ -9,17 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import temporal
-
-
-def wait_for(pred, timeout=30, every=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    return pred()
+from conftest import temporal, wait_for
 
 
 def describe(wid):

@@ -7,12 +7,11 @@ reconcile must repair them, and never touch schedules that are not ours.
 import json
 import os
 import subprocess
-import time
 import uuid
 
 import pytest
 
-from conftest import temporal
+from conftest import temporal, wait_for
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TEMPORAL = os.path.join(REPO, ".cache", "bin", "temporal")
@@ -31,16 +30,6 @@ def cli(*args):
 def describe(sid):
     status, body = temporal("GET", f"/schedules/{sid}")
     return body if status == 200 else None
-
-
-def wait_for(pred, timeout=30, every=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    return pred()
 
 
 @pytest.fixture

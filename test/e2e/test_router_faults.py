@@ -29,39 +29,21 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.parse
 import uuid
 from pathlib import Path
 
 import nats
-import psycopg
 import pytest
 
-REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
+from conftest import (alive, connect, delta, http, load_stack_env, log_offset, log_since,
+                      log_tail, poll, signal_group, stack, state_dir, stats, token, wait_gone,
+                      wait_processed, wid, worker_pid)
 
+load_stack_env()
 
-def _load_stack_env():
-    """Take PG* and AC_* from STATE/stack.env when the caller did not export them."""
-    env_file = Path(os.environ.get("AC_STATE") or REPO / ".local" / "test") / "stack.env"
-    if not env_file.is_file():
-        return
-    for line in env_file.read_text().splitlines():
-        if not line.startswith("export ") or "=" not in line:
-            continue
-        key, value = line[len("export "):].split("=", 1)
-        if key != "PATH":
-            os.environ.setdefault(key, value.strip('"'))
-
-
-_load_stack_env()
-
-from conftest import http  # noqa: E402  (after the environment is complete)
-
-STATE = os.environ.get("AC_STATE") or str(REPO / ".local" / "test")
-STACK = str(REPO / "test" / "stack.sh")
-PG_LOG = os.environ.get("AC_PG_LOG") or f"{STATE}/pg/postgres.log"
+STATE = state_dir()
 TEMPORAL_URL = os.environ.get("AC_TEMPORAL_URL", "http://127.0.0.1:17243")
 NATS_URL = os.environ.get("AC_NATS_URL", "nats://127.0.0.1:14222")
 NATS_PIDFILE = Path(STATE) / "nats" / "nats.pid"
@@ -74,42 +56,6 @@ PREFIX = "activity"
 
 # ---------------------------------------------------------------- processes
 
-def stack(*args, timeout=180):
-    """Run a test/stack.sh subcommand against this stack.
-
-    `start` computes its ports from AC_* (not from the saved configuration), so
-    they are passed from STATE/stack.conf: the stack comes back as it was."""
-    env = dict(os.environ)
-    extra = []
-    if args[0] == "start":
-        conf = {}
-        for line in (Path(STATE) / "stack.conf").read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                key, value = line.split("=", 1)
-                conf[key] = value.strip("'\"")
-        for var, key in (("AC_PG_PORT", "PG_PORT"), ("AC_TEMPORAL_PORT", "T_GRPC"),
-                         ("AC_TEMPORAL_HTTP_PORT", "T_HTTP"), ("AC_TEMPORAL_UI_PORT", "T_UI"),
-                         ("AC_NATS_PORT", "NATS_PORT"), ("AC_NATS_MON_PORT", "NATS_MON"),
-                         ("AC_METRICS_PORT", "METRICS"), ("AC_DB", "DB"),
-                         ("AC_PRELOAD", "PRELOAD"), ("AC_TEMPORAL_EXTRA_ARGS", "TEMPORAL_EXTRA")):
-            env[var] = conf.get(key, "")
-        extra = [conf["MODE"]]
-    res = subprocess.run(["bash", STACK, *args, STATE, *extra], capture_output=True, text=True,
-                         timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-    assert res.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res.stdout
-
-
-def alive(pid):
-    """True while pid is a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
 def pid_of(pidfile, name):
     """Pid from a pid file when it names a live `name` process, else None."""
     try:
@@ -118,13 +64,6 @@ def pid_of(pidfile, name):
             return pid if name.encode() in f.read() and alive(pid) else None
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
-
-
-def wait_gone(pid, timeout):
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not alive(pid)
 
 
 def stop_nats():
@@ -138,90 +77,15 @@ def stop_nats():
 def signal_temporal(sig):
     """Send sig to Temporal and to its process group (it runs in its own session)."""
     pid = pid_of(TEMPORAL_PIDFILE, "temporal")
-    if pid is None:
-        return
-    try:
-        os.kill(pid, sig)
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def log_offset():
-    try:
-        return os.path.getsize(PG_LOG)
-    except OSError:
-        return 0
-
-
-def log_since(offset):
-    try:
-        with open(PG_LOG, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def log_tail(offset, n=40):
-    return "\n".join(log_since(offset).splitlines()[-n:])
+    if pid is not None:
+        signal_group(pid, sig)
 
 
 def require(condition, message):
     assert condition, message
 
 
-def poll(check, timeout=15.0, interval=0.2):
-    """Call check() until it stops raising AssertionError; re-raise the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval)
-
-
 # ---------------------------------------------------------------- database
-
-def connect(timeout=30.0):
-    """A fresh autocommit connection with the extension; retries while PostgreSQL starts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            c = psycopg.connect(autocommit=True, connect_timeout=5)
-            c.execute("SET client_min_messages = warning")
-            c.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
-            return c
-        except psycopg.OperationalError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
-def router_pid(c, timeout=15.0, other_than=None):
-    """Pid of the (single) router, waiting for one that is not other_than."""
-    def once():
-        pids = [r[0] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = %s",
-                                        (ROUTER,)).fetchall() if r[0] != other_than]
-        assert len(pids) == 1, f"routers other than {other_than}: {pids}"
-        return pids[0]
-    return poll(once, timeout, 0.1)
-
-
-def stats(c):
-    return dict(c.execute("SELECT name, value FROM ac_stats").fetchall())
-
-
-def delta(before, after):
-    return {k: after[k] - before.get(k, 0) for k in after}
-
-
-def token():
-    return uuid.uuid4().hex[:10]
-
 
 def define(c, event_type):
     """An enabled event definition for event_type; returns its id."""
@@ -300,18 +164,6 @@ class JetStream:
         self.loop.close()
 
 
-def wait_processed(js, seq, timeout=20.0):
-    """Wait until the router acknowledged or terminated every message up to seq."""
-    def once():
-        ci = js.consumer()
-        assert ci.ack_floor.stream_seq >= seq, (
-            f"message {seq} not processed yet: ack floor {ci.ack_floor.stream_seq}, "
-            f"delivered {ci.delivered.stream_seq}, ack pending {ci.num_ack_pending}, "
-            f"pending {ci.num_pending}, redelivered {ci.num_redelivered}")
-        return ci
-    return poll(once, timeout)
-
-
 def router_ready(js, timeout=40.0):
     """The router consumes: an event nobody listens to is acknowledged."""
     _, seq = js.event(f"probe.{token()}")
@@ -322,10 +174,6 @@ def router_ready(js, timeout=40.0):
 
 def temporal(method, path):
     return http(method, f"{TEMPORAL_URL}/namespaces/default{path}")
-
-
-def wid(aid, event_id):
-    return f"activity-{aid}:{event_id}"
 
 
 def describe_wf(workflow_id):
@@ -389,7 +237,7 @@ class Stack:
                 c.execute("DELETE FROM ac_activity_definitions WHERE id = ANY(%s::uuid[])",
                           (self.ids,))
             c.execute("DELETE FROM ac_dead_letters WHERE id > %s", (self.dead_mark,))
-            router_pid(c, timeout=30)
+            worker_pid(c, ROUTER, timeout=30)
 
 
 @pytest.fixture
@@ -411,7 +259,7 @@ def test_router_and_outbox_ride_out_a_nats_restart(restore):
         js = JetStream()
         try:
             router_ready(js)
-            router = router_pid(c)
+            router = worker_pid(c, ROUTER)
             before = stats(c)
 
             # events flow: some are routed, the last ones are published just before the kill
@@ -462,7 +310,7 @@ def test_router_and_outbox_ride_out_a_nats_restart(restore):
         assert dead_letters(c, everything) == []
 
         # no PostgreSQL restart: the same router and the same connection throughout
-        assert router_pid(c) == router, "the router was restarted"
+        assert worker_pid(c, ROUTER) == router, "the router was restarted"
     log = log_since(restore.log_start)
     assert "terminated by signal" not in log and "exited with exit code" not in log, \
         log_tail(restore.log_start)
@@ -585,7 +433,7 @@ def test_terminated_router_stops_promptly_and_a_new_one_routes(restore):
         js = JetStream()
         try:
             router_ready(js)
-            old = router_pid(c)
+            old = worker_pid(c, ROUTER)
             time.sleep(0.3)
             state = c.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (old,)).fetchone()
             assert state in ((None,), ("idle",)), f"router not idle: {state}"
@@ -597,7 +445,7 @@ def test_terminated_router_stops_promptly_and_a_new_one_routes(restore):
 
             # an orderly exit: no crash restart, this connection is still there
             assert c.execute("SELECT 1").fetchone() == (1,)
-            new = router_pid(c, timeout=15, other_than=old)
+            new = worker_pid(c, ROUTER, timeout=15, other_than=old)
             restarted = time.monotonic() - t0
             assert 3.0 <= restarted <= 12.0, f"router restarted after {restarted:.1f}s"
 
@@ -605,7 +453,7 @@ def test_terminated_router_stops_promptly_and_a_new_one_routes(restore):
             wait_workflows([wid(aid, eid)], timeout=15)
             wait_runs(aid, [wid(aid, eid)])
             wait_processed(js, seq)
-            assert router_pid(c) == new
+            assert worker_pid(c, ROUTER) == new
         finally:
             js.close()
     log = log_since(restore.log_start)
@@ -627,7 +475,7 @@ def test_killed_router_loses_no_event(restore):
         js = JetStream()
         try:
             router_ready(js)
-            old = router_pid(c)
+            old = worker_pid(c, ROUTER)
         except BaseException:
             js.close()
             raise
@@ -646,7 +494,7 @@ def test_killed_router_loses_no_event(restore):
                 log[crashed:], log_tail(restore.log_start)
         poll(reset_done, timeout=30, interval=0.05)
         with connect(timeout=60) as c:
-            new = router_pid(c, timeout=30, other_than=old)
+            new = worker_pid(c, ROUTER, timeout=30, other_than=old)
             assert new != old
             wait_workflows([wid(aid, first)], timeout=max(5.0, 45 - (time.monotonic() - killed)))
             second, second_seq = js.event(etype, when="once back")
@@ -655,7 +503,7 @@ def test_killed_router_loses_no_event(restore):
             ci = wait_processed(js, second_seq, timeout=max(5.0, 50 - (time.monotonic() - killed)))
             assert ci.num_ack_pending == 0, ci
             assert dead_letters(c, [first, second]) == []
-            assert router_pid(c) == new, "the router restarted again"
+            assert worker_pid(c, ROUTER) == new, "the router restarted again"
     finally:
         js.close()
     log = log_since(restore.log_start)

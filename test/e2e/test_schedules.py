@@ -10,10 +10,8 @@ signals to the schedule's internal workflow), so reads of a schedule after
 a change poll until the expected state shows up or a deadline passes; the
 last assertion error is then reported as is.
 """
-import base64
 import json
 import os
-import subprocess
 import time
 import urllib.parse
 import uuid
@@ -24,11 +22,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from conftest import TEMPORAL_URL, http, temporal
-
-REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
-STATE = os.environ.get("AC_STATE") or str(REPO / ".local" / "test")
-STACK = str(REPO / "test" / "stack.sh")
+from conftest import (TEMPORAL_URL, describe_schedule, described, http, insert_definition,
+                      payload_value, poll, schedule_gone, schedule_id, stack, temporal, unique)
 
 DISABLED_NOTE = "disabled in ac_activity_definitions"
 ENABLED_NOTE = "enabled in ac_activity_definitions"
@@ -40,22 +35,6 @@ POLICIES = {
 
 
 # ---------------------------------------------------------------- helpers
-
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def schedule_id(aid):
-    return f"activity-schedule-{aid}"
-
-
-def stack(*args, timeout=180):
-    """Run a test/stack.sh subcommand against the test stack."""
-    res = subprocess.run(["bash", STACK, *args, STATE], capture_output=True,
-                         text=True, timeout=timeout)
-    assert res.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res.stdout
-
 
 def wait_sync(conn, timeout="30s"):
     """ac_wait_sync must report that every committed change is applied."""
@@ -79,48 +58,6 @@ def sync_row(conn, aid):
     cur = conn.execute("SELECT * FROM ac_schedule_sync WHERE activity_id = %s", (aid,))
     row = cur.fetchone()
     return dict(zip([d.name for d in cur.description], row)) if row else None
-
-
-def poll(check, timeout=15.0, interval=0.2):
-    """Call check() until it stops raising AssertionError; re-raise the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval)
-
-
-def describe(aid):
-    return temporal("GET", f"/schedules/{schedule_id(aid)}")
-
-
-def described(aid, check=None, timeout=15.0):
-    """Describe the schedule of aid until it exists and check(body) passes."""
-    def once():
-        status, body = describe(aid)
-        assert status == 200, f"describe {schedule_id(aid)}: HTTP {status} {body}"
-        if check:
-            check(body)
-        return body
-    return poll(once, timeout)
-
-
-def schedule_gone(aid, timeout=15.0):
-    def once():
-        status, body = describe(aid)
-        assert status == 404, f"schedule {schedule_id(aid)} still there: HTTP {status} {body}"
-        assert body.get("code") == 5, body
-    poll(once, timeout)
-
-
-def payload_value(p):
-    """A payload as Temporal's HTTP API renders it: plain JSON or {metadata, data}."""
-    if isinstance(p, dict) and set(p) == {"metadata", "data"}:
-        return json.loads(base64.b64decode(p["data"]))
-    return p
 
 
 def ranges(field):
@@ -162,15 +99,8 @@ def insert_cron(conn, name, cron, tz=None, policy=None, max_runs=None, enabled=T
         cfg["max_catchup_runs"] = max_runs
     cols = {"name": name, "trigger_type": "cron", "trigger_config": json.dumps(cfg),
             "enabled": enabled}
-    if input is not None:
-        cols["input"] = json.dumps(input)
-    if workflow_type is not None:
-        cols["workflow_type"] = workflow_type
-    if task_queue is not None:
-        cols["task_queue"] = task_queue
-    sql = (f"INSERT INTO ac_activity_definitions ({', '.join(cols)}) "
-           f"VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id")
-    return str(conn.execute(sql, list(cols.values())).fetchone()[0])
+    return insert_definition(conn, cols, input=None if input is None else json.dumps(input),
+                             workflow_type=workflow_type, task_queue=task_queue)
 
 
 def set_config(conn, aid, **changes):
@@ -392,7 +322,7 @@ def test_delete_row_deletes_schedule(conn, defs):
         assert st["deleted"] is True and st["pending"] is True, st
         assert st["schedule_id"] == schedule_id(aid), st
     wait_sync(conn)
-    schedule_gone(aid)
+    schedule_gone(aid, grpc_code=5)
     assert sync_status(conn, aid) is None
 
 
@@ -406,7 +336,7 @@ def test_deleted_definition_leaves_no_sync_rows(conn, defs):
     described(aid)
     conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
     wait_sync(conn)
-    schedule_gone(aid)
+    schedule_gone(aid, grpc_code=5)
     intents = conn.execute("SELECT count(*) FROM ac_schedule_intents WHERE activity_id = %s",
                            (aid,)).fetchone()[0]
     assert intents == 0
@@ -424,7 +354,7 @@ def test_cron_to_event_deletes_schedule_and_back_recreates_it(conn, defs):
                  "trigger_config = %s WHERE id = %s",
                  (json.dumps({"event_type": f"orders.{name}"}), aid))
     wait_sync(conn)
-    schedule_gone(aid)
+    schedule_gone(aid, grpc_code=5)
     st = sync_status(conn, aid)
     assert st["trigger_type"] == "event" and not st["pending"] and st["last_error"] is None, st
 
@@ -448,13 +378,13 @@ def test_rolled_back_insert_creates_nothing(conn):
     # ...and after the rollback nothing is left, nothing reaches Temporal
     wait_sync(conn)
     time.sleep(2)
-    status, body = describe(aid)
+    status, body = describe_schedule(aid)
     assert status == 404, body
     assert conn.execute("SELECT count(*) FROM ac_schedule_intents WHERE activity_id = %s",
                         (aid,)).fetchone()[0] == 0
     assert sync_row(conn, aid) is None
     assert sync_status(conn, aid) is None
-    status, body = describe(aid)
+    status, body = describe_schedule(aid)
     assert status == 404, body
 
 
@@ -700,7 +630,7 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
     assert err.value.sqlstate == "38000", err.value
     assert bad in str(err.value) and refusal in str(err.value), err.value
 
-    status, body = describe(bad)
+    status, body = describe_schedule(bad)
     assert status == 404, body
 
     # the dispatcher is not stuck: a later definition is applied

@@ -2,7 +2,7 @@
 JetStream, and PostgreSQL runs with the extension preloaded."""
 import json
 
-from conftest import NATS_MONITOR, TEMPORAL_URL, http, temporal
+from conftest import NATS_MONITOR, TEMPORAL_URL, http
 
 
 def test_temporal_http_api_answers_system_info():
