@@ -1,0 +1,58 @@
+-- Events and manual starts: the SQL side (the routing itself is tested end to end).
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS activity_core;
+RESET client_min_messages;
+\set VERBOSITY default
+
+INSERT INTO ac_activity_definitions (id, name, trigger_type, trigger_config, enabled) VALUES
+	('00000000-0000-0000-0000-00000000000a', 'eu-orders', 'event',
+	 '{"event_type": "order.created", "filters": {"region": "eu", "lines": [{"sku": "a"}]}}', true),
+	('00000000-0000-0000-0000-00000000000b', 'all-orders', 'event', '{"event_type": "order.created"}', true),
+	('00000000-0000-0000-0000-00000000000c', 'off-orders', 'event', '{"event_type": "order.created"}', false),
+	('00000000-0000-0000-0000-00000000000d', 'refunds', 'event', '{"event_type": "order.refunded"}', true),
+	('00000000-0000-0000-0000-00000000000e', 'reindex', 'manual', '{}', false);
+
+-- the router's decision, with the reason for every definition
+SELECT name, matches, reason FROM ac_explain_match(
+	'{"event_id": "e1", "type": "order.created", "payload": {"region": "eu", "lines": [{"sku": "a", "n": 2}, {"sku": "b"}]}}')
+ORDER BY name;
+SELECT name, matches, reason FROM ac_explain_match(
+	'{"event_id": "e2", "type": "order.created", "payload": {"region": "us"}}') ORDER BY name;
+-- CloudEvents: id and data
+SELECT name, matches FROM ac_explain_match(
+	'{"specversion": "1.0", "id": "c1", "type": "order.refunded", "source": "shop", "data": {}}') ORDER BY name;
+-- envelopes the router would dead-letter
+SELECT * FROM ac_explain_match('{"type": "order.created"}');
+SELECT * FROM ac_explain_match('{"event_id": "a/b", "type": "order.created"}');
+SELECT * FROM ac_explain_match('{"event_id": "x", "type": "order.created", "payload": [1]}');
+SELECT * FROM ac_explain_match('[]');
+
+-- ac_publish refuses what the router would refuse
+SELECT ac_publish('order created', '{}');
+SELECT ac_publish('order.*', '{}');
+SELECT ac_publish('order.created', '[1, 2]');
+SELECT ac_publish('order.created', '{}', 'a/b');
+SELECT ac_publish('order.created', '{}', '');
+SELECT ac_publish('order.created', jsonb_build_object('blob', repeat('x', 2000000)));
+-- a committed publish is queued for the dispatcher
+BEGIN;
+SELECT ac_publish('order.created', '{"region": "eu"}', 'fixed-id') AS event_id;
+SELECT subject, msg_id, convert_from(data, 'UTF8')::jsonb - 'occurred_at' AS envelope FROM ac_outbox;
+ROLLBACK;
+SELECT count(*) AS outbox_after_rollback FROM ac_outbox;
+
+-- ac_trigger refuses unknown and disabled definitions and bad keys
+SELECT ac_trigger('00000000-0000-0000-0000-0000000000ff');
+SELECT ac_trigger('00000000-0000-0000-0000-00000000000e');
+UPDATE ac_activity_definitions SET enabled = true WHERE name = 'reindex';
+SELECT ac_trigger('00000000-0000-0000-0000-00000000000e', NULL, 'a/b');
+SELECT ac_trigger('00000000-0000-0000-0000-00000000000e', NULL, '');
+BEGIN;
+SELECT ac_trigger('00000000-0000-0000-0000-00000000000e', '{"full": false}', 'nightly-1') AS workflow_id;
+SELECT workflow_id, workflow_type, task_queue, argument::jsonb FROM ac_start_outbox;
+ROLLBACK;
+
+-- replay of a dead letter that does not exist
+SELECT ac_replay_dead_letter(-1);
+
+DELETE FROM ac_activity_definitions;
