@@ -53,6 +53,10 @@ INSERT INTO ac_activity_definitions (name, trigger_type, workflow_type) VALUES (
 INSERT INTO ac_activity_definitions (name, trigger_type, task_queue) VALUES ('no-queue', 'manual', '');
 INSERT INTO ac_activity_definitions (name, trigger_type) VALUES ('manual-default', 'manual');
 
+-- NULLs are refused by the trigger itself (before NOT NULL is checked)
+INSERT INTO ac_activity_definitions (name, trigger_type) VALUES ('null-type', NULL);
+INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) VALUES ('null-config', 'manual', NULL);
+
 -- changing the trigger type re-validates the configuration
 UPDATE ac_activity_definitions SET trigger_type = 'cron' WHERE name = 'manual-default';
 UPDATE ac_activity_definitions SET trigger_type = 'event', trigger_config = '{"event_type": "x.y"}'

@@ -57,6 +57,7 @@ extern int	ac_reconcile_concurrency;
 extern char *ac_metrics_listen;
 
 extern void AcDefineGucs(void);
+extern char *AcRedactUrl(const char *urls);
 
 /* Shared memory (shmem.c) */
 #include "port/atomics.h"

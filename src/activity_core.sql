@@ -1,6 +1,16 @@
 -- activity_core: install script (the version is set by activity_core.control)
 \echo Use "CREATE EXTENSION activity_core" to load this file. \quit
 
+-- Temporal and NATS speak UTF-8 JSON: every text the extension sends must be UTF-8.
+DO $$
+BEGIN
+	IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+		RAISE EXCEPTION 'activity_core needs a UTF8 database, not %', pg_catalog.current_setting('server_encoding')
+			USING HINT = 'Create the database with ENCODING ''UTF8''.';
+	END IF;
+END
+$$;
+
 -- The definitions: the desired state of every activity.
 CREATE TABLE ac_activity_definitions (
 	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -114,7 +124,7 @@ DECLARE
 	ids uuid[];
 	revs bigint[];
 	max_pub bigint;
-	max_start bigint;
+	starts bigint[];
 	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
 	remaining bigint;
 	failure record;
@@ -130,7 +140,8 @@ BEGIN
 	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
 	WHERE i.revision > coalesce(s.applied_revision, 0);
 	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o;
-	SELECT pg_catalog.max(o.id) INTO max_start FROM @extschema@.ac_start_outbox o;
+	SELECT pg_catalog.array_agg(o.id) INTO starts FROM @extschema@.ac_start_outbox o
+	WHERE NOT o.error_permanent;
 	LOOP
 		SELECT t.id, s.last_error INTO failure
 		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
@@ -145,7 +156,7 @@ BEGIN
 		END IF;
 		SELECT o.workflow_id AS id, o.last_error INTO failure
 		FROM @extschema@.ac_start_outbox o
-		WHERE o.id <= max_start AND o.error_permanent LIMIT 1;
+		WHERE o.id = ANY (starts) AND o.error_permanent LIMIT 1;
 		IF FOUND THEN
 			RAISE EXCEPTION 'workflow % was not started: %', failure.id, failure.last_error
 				USING ERRCODE = 'external_routine_exception',
@@ -158,7 +169,7 @@ BEGIN
 		WHERE coalesce(s.applied_revision, 0) < t.rev;
 		remaining := remaining
 			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox o WHERE o.id <= max_pub)
-			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox o WHERE o.id <= max_start);
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox o WHERE o.id = ANY (starts));
 		IF remaining = 0 THEN
 			RETURN true;
 		END IF;
@@ -173,7 +184,7 @@ BEGIN
 				WHERE o.id <= max_pub AND o.last_error IS NOT NULL
 				UNION ALL
 				SELECT o.last_error FROM @extschema@.ac_start_outbox o
-				WHERE o.id <= max_start AND o.last_error IS NOT NULL) e
+				WHERE o.id = ANY (starts) AND o.last_error IS NOT NULL) e
 			LIMIT 1;
 			IF FOUND THEN
 				RAISE WARNING '% change(s) still pending; last error: %', remaining, failure.last_error;
@@ -336,6 +347,8 @@ CREATE FUNCTION ac_router_bench(envelope jsonb, iterations integer DEFAULT 10000
 	OUT definitions integer, OUT parse_us float8, OUT match_us float8, OUT matches integer)
 	AS 'MODULE_PATHNAME', 'ac_router_bench'
 	LANGUAGE C STRICT VOLATILE;
+
+REVOKE ALL ON FUNCTION ac_router_bench(jsonb, integer) FROM PUBLIC;
 
 COMMENT ON FUNCTION ac_router_bench(jsonb, integer) IS
 	'The router''s cost per event (envelope parsing and matching) on the current definitions, measured with its own code';

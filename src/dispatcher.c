@@ -72,7 +72,7 @@ ac_dispatcher_main(Datum arg)
 	pgstat_report_appname("activity_core dispatcher");
 	AcRegisterDispatcher();
 	elog(LOG, "activity_core dispatcher started for database \"%s\", Temporal at %s",
-		 ac_database, ac_temporal_url);
+		 ac_database, AcRedactUrl(ac_temporal_url));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "activity_core dispatcher",
 									 ALLOCSET_DEFAULT_SIZES);

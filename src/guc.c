@@ -16,6 +16,8 @@
  */
 #include "activity_core.h"
 
+#include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
 
 char	   *ac_database = NULL;
@@ -68,9 +70,11 @@ DefineInt(const char *name, const char *desc, int *var, int def,
 void
 AcDefineGucs(void)
 {
+	/* a postmaster-only setting can only be defined while preloading */
 	DefineCustomStringVariable("activity_core.database",
 							   "Database whose ac_activity_definitions the background workers serve.",
-							   NULL, &ac_database, "postgres", PGC_POSTMASTER,
+							   NULL, &ac_database, "postgres",
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	DefineString("activity_core.temporal_url",
@@ -102,8 +106,8 @@ AcDefineGucs(void)
 			  &ac_temporal_concurrency, 32, 1, 1024, 0);
 
 	DefineString("activity_core.nats_url",
-				 "NATS server URL, or a comma-separated list of them.",
-				 &ac_nats_url, "nats://localhost:4222", 0);
+				 "NATS server URL, or a comma-separated list of them (may carry credentials).",
+				 &ac_nats_url, "nats://localhost:4222", GUC_SUPERUSER_ONLY);
 	DefineString("activity_core.nats_credentials_file",
 				 "NATS credentials (.creds) file for the router and publisher.",
 				 &ac_nats_credentials_file, "", GUC_SUPERUSER_ONLY);
@@ -150,4 +154,41 @@ AcDefineGucs(void)
 				 &ac_metrics_listen, "127.0.0.1:9090", 0);
 
 	MarkGUCPrefixReserved("activity_core");
+}
+
+/*
+ * A URL, or comma-separated list of URLs, with any user:password@ or
+ * token@ part replaced by "***@", for logs and messages.
+ */
+char *
+AcRedactUrl(const char *urls)
+{
+	StringInfoData buf;
+	const char *p = urls;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		const char *end = strchr(p, ',');
+		const char *stop = end ? end : p + strlen(p);
+		const char *scheme = strstr(p, "://");
+		const char *at = NULL;
+
+		for (const char *c = p; c < stop; c++)
+			if (*c == '@')
+				at = c;
+		if (scheme && scheme < stop && at && at > scheme)
+		{
+			appendBinaryStringInfo(&buf, p, scheme + 3 - p);
+			appendStringInfoString(&buf, "***");
+			appendBinaryStringInfo(&buf, at, stop - at);
+		}
+		else
+			appendBinaryStringInfo(&buf, p, stop - p);
+		if (!end)
+			break;
+		appendStringInfoChar(&buf, ',');
+		p = end + 1;
+	}
+	return buf.data;
 }

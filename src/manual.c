@@ -71,6 +71,8 @@ ac_trigger(PG_FUNCTION_ARGS)
 	char	   *idtext;
 	char	   *wid;
 	char	   *arg;
+	text	   *result;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -140,9 +142,13 @@ ac_trigger(PG_FUNCTION_ARGS)
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "could not record the start: %s", SPI_result_code_string(ret));
 	}
+	/* SPI_finish frees what was allocated since SPI_connect */
+	result = (text *) MemoryContextAlloc(caller, VARHDRSZ + strlen(wid));
+	SET_VARSIZE(result, VARHDRSZ + strlen(wid));
+	memcpy(VARDATA(result), wid, strlen(wid));
 	SPI_finish();
 	AcWakeDispatcherAtCommit();
-	PG_RETURN_TEXT_P(cstring_to_text(wid));
+	PG_RETURN_TEXT_P(result);
 }
 
 /* Request-finished callback of the start drain. */
@@ -323,19 +329,6 @@ ac_runs(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(ac_temporal_health);
 
-/* The base URL without user information, for messages. */
-static char *
-PublicUrl(void)
-{
-	const char *url = ac_temporal_url;
-	const char *scheme = strstr(url, "://");
-	const char *at = strchr(url, '@');
-
-	if (scheme && at && at > scheme)
-		return psprintf("%.*s%s", (int) (scheme + 3 - url), url, at + 1);
-	return pstrdup(url);
-}
-
 /*
  * ac_temporal_health() returns setof (check, ok, detail): Temporal
  * reachable, namespace present, search attribute activity_id a Keyword.
@@ -377,11 +370,11 @@ ac_temporal_health(PG_FUNCTION_ARGS)
 						 ac_temporal_namespace, ac_temporal_namespace);
 		}
 		else if (ok)
-			detail = i == 0 ? psprintf("%s answers", PublicUrl()) :
+			detail = i == 0 ? psprintf("%s answers", AcRedactUrl(ac_temporal_url)) :
 				psprintf("namespace %s exists", ac_temporal_namespace);
 		else
 			detail = psprintf("%s: %s (%s)", AcTemporalStatusName(reqs[i]->status),
-							  reqs[i]->error, PublicUrl());
+							  reqs[i]->error, AcRedactUrl(ac_temporal_url));
 		values[0] = CStringGetTextDatum(checks[i]);
 		values[1] = BoolGetDatum(ok);
 		values[2] = CStringGetTextDatum(detail);

@@ -7,7 +7,7 @@
  * that scrapes are answered while the dispatcher and the router are busy
  * talking to Temporal.  It is single-threaded: the listening socket and the
  * worker's latch sit in one WaitEventSet; each connection is read (one
- * request, at most 8 kB, within 2 s), answered from the shared counters
+ * request, at most 8 kB, within 2 s in all), answered from the shared counters
  * and closed.  It binds to activity_core.metrics_listen (host:port, default
  * 127.0.0.1:9090: loopback unless an operator chooses otherwise; empty
  * turns it off) and rebinds when a reload changes it.
@@ -33,6 +33,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PGDLLEXPORT void ac_metrics_main(Datum arg);
 
@@ -132,11 +133,15 @@ Serve(int fd)
 	char	   *body;
 	char	   *head;
 
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
+
+	/* one deadline for the whole request, so a slow client cannot hold us */
 	while (got < sizeof(req) - 1 && memmem(req, got, "\r\n\r\n", 4) == NULL)
 	{
 		ssize_t		n;
+		long		left = (long) ((deadline - GetCurrentTimestamp()) / 1000);
 
-		if (poll(&pfd, 1, 2000) <= 0)
+		if (left <= 0 || poll(&pfd, 1, (int) left) <= 0)
 			break;
 		n = read(fd, req + got, sizeof(req) - 1 - got);
 		if (n <= 0)

@@ -89,7 +89,7 @@ AcNatsConnect(const char *name, char **error)
 	if (s == NATS_OK)
 		s = natsOptions_SetName(o, name);
 	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(o, 2000);
+		s = natsOptions_SetTimeout(o, 1000);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(o, -1);
 	if (s == NATS_OK)
@@ -118,12 +118,13 @@ AcNatsConnect(const char *name, char **error)
 	if (s == NATS_OK)
 	{
 		jsOptions_Init(&jo);
-		jo.Wait = 5000;
+		jo.Wait = 1000;
 		s = natsConnection_JetStream(&n->js, n->nc, &jo);
 	}
+	RestoreSignals(&old);
+	/* nothing that can throw runs while signals are blocked */
 	if (s != NATS_OK)
 		*error = AcNatsError(s);
-	RestoreSignals(&old);
 	if (o)
 		natsOptions_Destroy(o);
 	if (s != NATS_OK)
@@ -312,7 +313,7 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 
 	jsPubOptions_Init(&po);
 	po.MsgId = msg_id;
-	po.MaxWait = 2000;
+	po.MaxWait = 1000;
 	BlockSignals(&old);
 	s = js_Publish(&pa, n->js, subject, data, len, &po, &jerr);
 	RestoreSignals(&old);

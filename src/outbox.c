@@ -124,6 +124,7 @@ char *
 AcWorkerSchema(void)
 {
 	char	   *schema;
+	MemoryContext caller = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -135,6 +136,8 @@ AcWorkerSchema(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* the commit leaves TopMemoryContext current: give the caller its own back */
+	MemoryContextSwitchTo(caller);
 	return schema;
 }
 

@@ -71,12 +71,15 @@ typedef struct RecItem
 	const char *action;			/* what was done, NULL for nothing */
 	char	   *detail;
 	int			retries;
+	int64		revision;		/* of its intent when the table was read */
+	bool		foreign;		/* made by another installation */
 } RecItem;
 
 typedef struct RecRun
 {
 	bool		apply;			/* repair, or only look */
 	int			repairs;
+	const char *q;				/* quoted schema */
 	/* schedule listing */
 	char	  **ids;
 	int			nids;
@@ -114,6 +117,28 @@ RecFail(RecItem *it)
 	return false;
 }
 
+/*
+ * Is the definition still as the reconcile read it?  A change committed
+ * since (the dispatcher applies it) must not be undone with the older view.
+ */
+static bool
+StillCurrent(RecRun *run, RecItem *it)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(it->activity_id)};
+	int			ret = SPI_execute_with_args(psprintf("SELECT coalesce((SELECT revision FROM %s.ac_schedule_intents "
+													 "WHERE activity_id = $1::uuid), 0)", run->q),
+											1, types, values, NULL, false, 1);
+
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	if (pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) == it->revision)
+		return true;
+	it->action = NULL;
+	it->detail = "changed meanwhile; left to the dispatcher";
+	return false;
+}
+
 /* Request-finished callback of the reconcile. */
 static bool
 RecDone(AcRequest *req, void *arg)
@@ -142,7 +167,7 @@ RecDone(AcRequest *req, void *arg)
 				if (!it->has_def)
 					return false;
 				it->detail = "missing";
-				if (!run->apply)
+				if (!run->apply || !StillCurrent(run, it))
 					return false;
 				it->action = "created";
 				req->step = REC_CREATE;
@@ -156,6 +181,14 @@ RecDone(AcRequest *req, void *arg)
 						   it->has_def ? &it->want : NULL, &it->info);
 			if (!it->has_def)
 			{
+				/* another database with the extension may share the namespace */
+				if (it->info.installation &&
+					strcmp(it->info.installation, AcInstallationId()) != 0)
+				{
+					it->detail = "made by another installation";
+					it->foreign = true;
+					return false;
+				}
 				it->detail = it->activity_id ? "no cron definition" : "not a definition id";
 				if (!run->apply)
 					return false;
@@ -167,7 +200,7 @@ RecDone(AcRequest *req, void *arg)
 			if (it->info.drift == NULL || it->info.drift[0] == '\0')
 				return false;
 			it->detail = it->info.drift;
-			if (!run->apply)
+			if (!run->apply || !StillCurrent(run, it))
 				return false;
 			if (strcmp(it->info.drift, "paused") == 0)
 				it->action = it->want.enabled ? "resumed" : "paused";
@@ -245,13 +278,17 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 
 	memset(&run, 0, sizeof(run));
 	run.apply = apply;
+	run.q = q;
 
 	/* 1. what the table asks for */
-	ret = SPI_execute(psprintf("SELECT id::text, name, enabled, workflow_type, task_queue, "
-							   "  trigger_config->>'cron_expression', trigger_config->>'timezone', "
-							   "  trigger_config->>'misfire_policy', input::text "
-							   "FROM %s.ac_activity_definitions WHERE trigger_type = 'cron' "
-							   "ORDER BY id", q), true, 0);
+	ret = SPI_execute(psprintf("SELECT d.id::text, d.name, d.enabled, d.workflow_type, d.task_queue, "
+							   "  d.trigger_config->>'cron_expression', d.trigger_config->>'timezone', "
+							   "  d.trigger_config->>'misfire_policy', d.input::text, "
+							   "  coalesce(i.revision, 0) "
+							   "FROM %s.ac_activity_definitions d "
+							   "LEFT JOIN %s.ac_schedule_intents i ON i.activity_id = d.id "
+							   "WHERE d.trigger_type = 'cron' AND d.trigger_config ? 'cron_expression' "
+							   "ORDER BY d.id", q, q), true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the definitions: %s", SPI_result_code_string(ret));
 	ndefs = (int) SPI_processed;
@@ -288,6 +325,7 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 		it->want.timezone = Col(tup, desc, 7);
 		it->want.policy = Col(tup, desc, 8);
 		it->want.input = Col(tup, desc, 9);
+		it->revision = pg_strtoint64(SPI_getvalue(tup, desc, 10));
 		if (it->want.timezone == NULL)
 			it->want.timezone = "UTC";
 		if (it->want.policy == NULL)
@@ -464,6 +502,9 @@ ac_schedules(PG_FUNCTION_ARGS)
 		bool		nulls[8] = {false, false, false, false, false, false, false, false};
 		bool		in_sync;
 
+		if (it->foreign)
+			continue;
+
 		if (it->action && strcmp(it->action, "error") == 0 && !it->found)
 		{
 			/* could not describe: say so rather than guess */
@@ -530,6 +571,7 @@ AcReconcileInWorker(const char *schema)
 	RecItem   **items;
 	int			n;
 	int			repairs;
+	MemoryContext caller = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -539,6 +581,7 @@ AcReconcileInWorker(const char *schema)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 	elog(repairs > 0 ? LOG : DEBUG1,
 		 "activity_core: reconcile checked %d schedules, repaired %d", n, repairs);
 }

@@ -72,9 +72,18 @@ typedef struct StartItem
 } StartItem;
 
 static AcNats *nats = NULL;
+static natsMsgList fetched = {0};	/* the batch being routed, if any */
 static AcEventIndex *event_index = NULL;
 static uint64 index_generation = 0;
 
+
+/* Release the fetched batch (safe to call twice). */
+static void
+DropFetched(void)
+{
+	natsMsgList_Destroy(&fetched);
+	memset(&fetched, 0, sizeof(fetched));
+}
 
 /* Close NATS and wait for its threads when the process exits. */
 static void
@@ -130,6 +139,8 @@ RefreshIndex(const char *schema)
 {
 	uint64		gen = AcEventGeneration();
 
+	MemoryContext caller = CurrentMemoryContext;
+
 	if (event_index && gen == index_generation)
 		return;
 	SetCurrentStatementStartTimestamp();
@@ -145,6 +156,7 @@ RefreshIndex(const char *schema)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 	index_generation = gen;
 	elog(DEBUG1, "activity_core router: index of %d event definitions built",
 		 AcEventIndexSize(event_index));
@@ -159,6 +171,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 							   "event_id, event_type, raw) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 							   quote_identifier(schema));
 	Oid			types[7] = {TEXTOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
+	MemoryContext caller = CurrentMemoryContext;
 
 	for (int i = 0; i < n && !any; i++)
 		any = msgs[i].poison;
@@ -198,6 +211,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 }
 
 /* Parse one message and prepare a start for every matching definition. */
@@ -351,7 +365,7 @@ RouterConnect(char **error)
 	*nats = *n;
 	AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
 	elog(LOG, "activity_core router: consuming %s/%s from %s",
-		 ac_stream_name, ac_consumer_name, ac_nats_url);
+		 ac_stream_name, ac_consumer_name, AcRedactUrl(ac_nats_url));
 	return true;
 }
 
@@ -407,13 +421,12 @@ ac_router_main(Datum arg)
 			}
 			else
 			{
-				natsMsgList list = {0};
 				jsErrCode	jerr = 0;
 				natsStatus	s;
 
 				failures = 0;
 				RefreshIndex(schema);
-				s = natsSubscription_Fetch(&list, nats->sub, ac_router_batch_size, 1000, &jerr);
+				s = natsSubscription_Fetch(&fetched, nats->sub, ac_router_batch_size, 1000, &jerr);
 				if ((s == NATS_OK || s == NATS_TIMEOUT) &&
 					natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CONNECTED)
 					AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
@@ -425,13 +438,13 @@ ac_router_main(Datum arg)
 					 */
 					RefreshIndex(schema);
 					pgstat_report_activity(STATE_RUNNING, "routing events");
-					ProcessBatch(schema, &list);
-					natsMsgList_Destroy(&list);
+					ProcessBatch(schema, &fetched);
+					DropFetched();
 					pgstat_report_activity(STATE_IDLE, NULL);
 				}
 				else if (s != NATS_TIMEOUT)
 				{
-					natsMsgList_Destroy(&list);
+					DropFetched();
 					ereport(WARNING,
 							(errmsg("activity_core router: fetch failed: %s", AcNatsError(s))));
 					AcSetRouterState(AC_ROUTER_FAILING, AcNatsError(s));
@@ -453,6 +466,8 @@ ac_router_main(Datum arg)
 			FlushErrorState();
 			RESUME_INTERRUPTS();
 			pgstat_report_activity(STATE_IDLE, NULL);
+			/* unacked messages come back after the ack wait; free our copy */
+			DropFetched();
 			sleep_ms = 1000;
 		}
 		PG_END_TRY();

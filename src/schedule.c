@@ -33,6 +33,7 @@
 #include "activity_core.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -480,10 +481,28 @@ AcSyncScheduleBatch(const char *schema, int limit)
 
 	/* 2. talk to Temporal, no transaction open */
 	pgstat_report_activity(STATE_RUNNING, "applying schedule changes to Temporal");
-	for (int i = 0; i < n; i++)
-		SetStep(items[i], items[i]->is_cron ?
-				(items[i]->schedule_exists ? STEP_UPDATE : STEP_CREATE) : STEP_DELETE);
-	AcTemporalRun((AcRequest **) items, n, ac_temporal_concurrency, SyncDone, NULL);
+	{
+		SyncItem  **run = palloc(sizeof(SyncItem *) * n);
+		int			nrun = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			SyncItem   *it = items[i];
+
+			/* a row written without the validation trigger may lack its cron */
+			if (it->is_cron && it->cron == NULL)
+			{
+				it->done_ok = false;
+				it->permanent = true;
+				it->error = "the definition has no cron_expression (written without validation)";
+				continue;
+			}
+			SetStep(it, it->is_cron ?
+					(it->schedule_exists ? STEP_UPDATE : STEP_CREATE) : STEP_DELETE);
+			run[nrun++] = it;
+		}
+		AcTemporalRun((AcRequest **) run, nrun, ac_temporal_concurrency, SyncDone, NULL);
+	}
 
 	/* 3. record, in a second short transaction */
 	SetCurrentStatementStartTimestamp();
@@ -503,4 +522,11 @@ AcSyncScheduleBatch(const char *schema, int limit)
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return n;
+}
+
+/* Which installation made a schedule: the cluster's system id and the database. */
+char *
+AcInstallationId(void)
+{
+	return psprintf(UINT64_FORMAT ":%u", GetSystemIdentifier(), MyDatabaseId);
 }

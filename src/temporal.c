@@ -25,6 +25,8 @@
 #include "activity_core.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
@@ -316,7 +318,16 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 				StartRequest(reqs[next++]);
 				in_flight++;
 			}
-			curl_multi_perform(m, &running);
+			{
+				sigset_t	all;
+				sigset_t	old;
+
+				/* curl's resolver threads must not run our signal handlers */
+				sigfillset(&all);
+				pthread_sigmask(SIG_BLOCK, &all, &old);
+				curl_multi_perform(m, &running);
+				pthread_sigmask(SIG_SETMASK, &old, NULL);
+			}
 			while ((msg = curl_multi_info_read(m, &left)) != NULL)
 			{
 				AcRequest  *req;

@@ -100,6 +100,7 @@ typedef struct AcScheduleInfo
 	char	   *future;			/* JSON array of RFC 3339 times */
 	char	   *recent;			/* JSON array of recent actions */
 	char	   *drift;			/* "" when in sync; fields that differ */
+	char	   *installation;	/* memo: which database made it, if said */
 } AcScheduleInfo;
 
 extern void AcReadSchedule(const char *describe, size_t len,
@@ -132,6 +133,7 @@ extern char *AcStartWorkflowBody(const char *id, const char *name,
 								 const char *input, const char *envelope,
 								 const char *request_id);
 extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
+extern char *AcInstallationId(void);
 extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
 						   int max_runs, const char *from, const char *to,
 						   char **body, char **description);

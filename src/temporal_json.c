@@ -189,9 +189,10 @@ AcScheduleBody(const AcScheduleSpec *spec, bool create)
 					 "searchAttributes", SearchAttributes(spec->id));
 	if (body && create)
 		json_object_set_new(body, "memo",
-							json_pack("{s:{s:s, s:s}}", "fields",
+							json_pack("{s:{s:s, s:s, s:s}}", "fields",
 									  "managed_by", "activity_core",
-									  "activity_name", spec->name));
+									  "activity_name", spec->name,
+									  "installation", AcInstallationId()));
 	return JsonToText(body);
 }
 
@@ -463,11 +464,11 @@ AcNormalSpecText(const char *describe_spec)
 	return JsonToText(norm);
 }
 
-/* The value of the activity_id search attribute, in either payload form. */
+/* The string value of a payload map entry (search attribute, memo field), in either form. */
 static char *
-SearchAttributeValue(json_t *indexed)
+SearchAttributeValue(json_t *indexed, const char *key)
 {
-	json_t	   *v = json_object_get(indexed, "activity_id");
+	json_t	   *v = json_object_get(indexed, key);
 	json_t	   *data;
 	const char *b64;
 	char	   *raw;
@@ -585,13 +586,18 @@ AcReadSchedule(const char *describe, size_t len, const AcScheduleSpec *want,
 	sinfo = json_object_get(root, "info");
 
 	info->readable = true;
+	info->installation = SearchAttributeValue(json_object_get(json_object_get(root, "memo"), "fields"),
+											  "installation");
 	info->paused = json_is_true(json_object_get(state, "paused"));
 	if (json_is_string(json_object_get(state, "notes")))
 		info->notes = pstrdup(json_string_value(json_object_get(state, "notes")));
-	info->future = JsonToText(json_incref(json_object_get(sinfo, "futureActionTimes") ?
-										  json_object_get(sinfo, "futureActionTimes") : json_array()));
-	info->recent = JsonToText(json_incref(json_object_get(sinfo, "recentActions") ?
-										  json_object_get(sinfo, "recentActions") : json_array()));
+	{
+		json_t	   *future = json_object_get(sinfo, "futureActionTimes");
+		json_t	   *recent = json_object_get(sinfo, "recentActions");
+
+		info->future = JsonToText(future ? json_incref(future) : json_array());
+		info->recent = JsonToText(recent ? json_incref(recent) : json_array());
+	}
 
 	if (want == NULL)
 	{
@@ -641,7 +647,7 @@ AcReadSchedule(const char *describe, size_t len, const AcScheduleSpec *want,
 		char	   *arg = AcArgumentText(want->id, want->name, "cron", want->input, NULL);
 		char	   *have = PayloadText(json_object_get(sw, "input"));
 		char	   *sa = SearchAttributeValue(json_object_get(json_object_get(sw, "searchAttributes"),
-															 "indexedFields"));
+															 "indexedFields"), "activity_id");
 
 		if (!json_is_string(wt) || strcmp(json_string_value(wt), want->workflow_type) != 0)
 			AddDrift(&drift, "workflow_type");

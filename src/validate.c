@@ -455,13 +455,23 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 	RequireNonEmpty(tuple, desc, "workflow_type");
 	RequireNonEmpty(tuple, desc, "task_queue");
 
-	trigger_type = TextDatumGetCString(heap_getattr(tuple, type_att, desc, &isnull));
-	config = DatumGetJsonbP(heap_getattr(tuple, config_att, desc, &isnull));
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("trigger_config must not be null"),
-				 errhint("Use {} for a manual definition.")));
+	{
+		Datum		d = heap_getattr(tuple, type_att, desc, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("trigger_type must not be null"),
+					 errhint("trigger_type is one of cron, event or manual.")));
+		trigger_type = TextDatumGetCString(d);
+		d = heap_getattr(tuple, config_att, desc, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("trigger_config must not be null"),
+					 errhint("Use {} for a manual definition.")));
+		config = DatumGetJsonbP(d);
+	}
 
 	if (strcmp(trigger_type, "cron") == 0)
 		normal = NormaliseCron(config);

@@ -150,3 +150,24 @@ def test_total_loss_recreated_by_periodic_reconcile(conn, defs):
         conn.execute("ALTER SYSTEM RESET activity_core.reconcile_interval")
         conn.execute("SELECT pg_reload_conf()")
     assert wait_for(lambda: sync(conn, defs) == {}, timeout=20)
+
+
+def test_schedule_of_another_installation_is_left_alone(conn, defs):
+    """Another database with the extension may share the namespace: a schedule
+    whose memo names another installation is never deleted as an orphan."""
+    sid = f"activity-schedule-{uuid.uuid4()}"
+    status, body = temporal("POST", f"/schedules/{sid}", {
+        "requestId": str(uuid.uuid4()),
+        "schedule": {"spec": {"cronString": ["0 1 * * *"]},
+                     "action": {"startWorkflow": {"workflowId": f"wf-{sid}", "workflowType": {"name": "X"},
+                                                  "taskQueue": {"name": "q"}}}},
+        "memo": {"fields": {"managed_by": "activity_core", "installation": "1:1"}}})
+    assert status == 200, body
+    try:
+        assert wait_for(lambda: sid in json.dumps(temporal("GET", "/schedules")[1]), timeout=20)
+        assert sid not in sync(conn)
+        assert describe(sid) is not None
+        listed = [r[0] for r in conn.execute("SELECT schedule_id FROM ac_schedules()").fetchall()]
+        assert sid not in listed
+    finally:
+        temporal("DELETE", f"/schedules/{sid}")

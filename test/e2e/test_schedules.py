@@ -11,6 +11,7 @@ a change poll until the expected state shows up or a deadline passes; the
 last assertion error is then reported as is.
 """
 import json
+import re
 import os
 import time
 import urllib.parse
@@ -201,7 +202,10 @@ def test_create_describes_spec_action_policies_and_search_attributes(conn, defs)
     # the schedule itself is findable by activity_id, and says who manages it
     assert payload_value(body["searchAttributes"]["indexedFields"]["activity_id"]) == aid
     memo = {k: payload_value(v) for k, v in body.get("memo", {}).get("fields", {}).items()}
+    installation = memo.pop("installation", "")
     assert memo == {"managed_by": "activity_core", "activity_name": name}
+    # which database made it: the cluster's system identifier and the database oid
+    assert re.fullmatch(r"\d+:\d+", installation), installation
 
 
 def test_create_with_custom_workflow_type_and_task_queue(conn, defs):
