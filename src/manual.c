@@ -155,13 +155,7 @@ ac_trigger(PG_FUNCTION_ARGS)
 static bool
 StartRowDone(AcRequest *req, void *arg)
 {
-	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
-	if (req->status == AC_T_OK)
-		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
-	else if (req->status == AC_T_ALREADY_EXISTS)
-		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
-	else
-		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
+	AcCountStart(req->status);
 	return false;
 }
 

@@ -114,14 +114,9 @@ StartDone(AcRequest *req, void *arg)
 {
 	StartItem  *it = (StartItem *) req;
 
-	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
-	if (req->status == AC_T_OK)
-		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
-	else if (req->status == AC_T_ALREADY_EXISTS)
-		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
-	else
+	AcCountStart(req->status);
+	if (req->status != AC_T_OK && req->status != AC_T_ALREADY_EXISTS)
 	{
-		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
 		if (AcTemporalIsTransient(req->status))
 			it->m->failed_transient++;
 		else

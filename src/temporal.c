@@ -389,3 +389,16 @@ AcTemporalStatusName(AcTemporalStatus status)
 	}
 	return "unknown";
 }
+
+/* Count the outcome of a StartWorkflowExecution request in ac_stats. */
+void
+AcCountStart(AcTemporalStatus status)
+{
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	if (status == AC_T_OK)
+		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
+	else if (status == AC_T_ALREADY_EXISTS)
+		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
+	else
+		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
+}

@@ -74,6 +74,7 @@ extern void AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 						  AcRequestDone done, void *arg);
 
 extern bool AcTemporalIsTransient(AcTemporalStatus status);
+extern void AcCountStart(AcTemporalStatus status);
 extern const char *AcTemporalStatusName(AcTemporalStatus status);
 extern char *AcNewUuid(void);
 
