@@ -464,22 +464,15 @@ AcNormalSpecText(const char *describe_spec)
 	return JsonToText(norm);
 }
 
-/* The string value of a payload map entry (search attribute, memo field), in either form. */
+/* The decoded bytes of a standard-form payload ({metadata, data}), or NULL. */
 static char *
-SearchAttributeValue(json_t *indexed, const char *key)
+PayloadData(json_t *payload)
 {
-	json_t	   *v = json_object_get(indexed, key);
-	json_t	   *data;
+	json_t	   *data = json_object_get(payload, "data");
 	const char *b64;
 	char	   *raw;
 	int			len;
-	json_error_t err;
-	json_t	   *decoded;
-	char	   *out = NULL;
 
-	if (json_is_string(v))
-		return pstrdup(json_string_value(v));
-	data = json_object_get(v, "data");
 	if (!json_is_string(data))
 		return NULL;
 	b64 = json_string_value(data);
@@ -487,7 +480,26 @@ SearchAttributeValue(json_t *indexed, const char *key)
 	len = pg_b64_decode(b64, strlen(b64), raw, pg_b64_dec_len(strlen(b64)));
 	if (len < 0)
 		return NULL;
-	decoded = json_loadb(raw, len, JSON_DECODE_ANY, &err);
+	raw[len] = '\0';
+	return raw;
+}
+
+/* The string value of a payload map entry (search attribute, memo field), in either form. */
+static char *
+SearchAttributeValue(json_t *indexed, const char *key)
+{
+	json_t	   *v = json_object_get(indexed, key);
+	char	   *raw;
+	json_error_t err;
+	json_t	   *decoded;
+	char	   *out = NULL;
+
+	if (json_is_string(v))
+		return pstrdup(json_string_value(v));
+	raw = PayloadData(v);
+	if (raw == NULL)
+		return NULL;
+	decoded = json_loads(raw, JSON_DECODE_ANY, &err);
 	if (json_is_string(decoded))
 		out = pstrdup(json_string_value(decoded));
 	if (decoded)
@@ -500,23 +512,10 @@ static char *
 PayloadText(json_t *payloads)
 {
 	json_t	   *list = json_object_get(payloads, "payloads");
-	json_t	   *data;
-	const char *b64;
-	char	   *raw;
-	int			len;
 
 	if (!json_is_array(list) || json_array_size(list) != 1)
 		return NULL;
-	data = json_object_get(json_array_get(list, 0), "data");
-	if (!json_is_string(data))
-		return NULL;
-	b64 = json_string_value(data);
-	raw = palloc(pg_b64_dec_len(strlen(b64)) + 1);
-	len = pg_b64_decode(b64, strlen(b64), raw, pg_b64_dec_len(strlen(b64)));
-	if (len < 0)
-		return NULL;
-	raw[len] = '\0';
-	return raw;
+	return PayloadData(json_array_get(list, 0));
 }
 
 /*
