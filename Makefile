@@ -28,6 +28,8 @@ OBJS = \
 	src/validate.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# the scripts of earlier releases and the upgrades from each of them
+DATA = $(wildcard src/$(EXTENSION)--*.sql)
 EXTRA_CLEAN = $(EXTENSION)--*.sql
 
 PG_CONFIG ?= pg_config
@@ -56,11 +58,12 @@ $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
 .PHONY: test demo stop
+# PG=<major> (14 to 18) runs against that PostgreSQL; default Debian's 15
 test:
-	bash test/run.sh
+	PG="$(PG)" bash test/run.sh
 
 demo:
-	bash test/demo.sh
+	PG="$(PG)" bash test/demo.sh
 
 stop:
 	bash test/stack.sh stop .local

@@ -5,13 +5,13 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$REPO/.local/bench
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export AC_PG_PORT=5497 AC_TEMPORAL_PORT=27333 AC_TEMPORAL_HTTP_PORT=27343 \
 	AC_TEMPORAL_UI_PORT=28333 AC_NATS_PORT=24222 AC_NATS_MON_PORT=28222 AC_METRICS_PORT=29090
 
 bash "$REPO/test/stack.sh" deps
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+export PG_CONFIG
+bash "$REPO/test/build.sh" "$PG_CONFIG"
 bash "$REPO/test/stack.sh" clean "$STATE" >/dev/null 2>&1 || true
 trap 'bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true' EXIT
 bash "$REPO/test/stack.sh" start "$STATE" test >/dev/null

@@ -7,11 +7,11 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$REPO/.local/demo
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 bash "$REPO/test/stack.sh" deps
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+export PG_CONFIG
+bash "$REPO/test/build.sh" "$PG_CONFIG"
 # a restart picks up a freshly installed library
 bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true
 bash "$REPO/test/stack.sh" start "$STATE" demo

@@ -7,12 +7,13 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${AC_TEST_STATE:-$REPO/.local/test}
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 t0=$(date +%s)
 
 bash "$REPO/test/stack.sh" deps
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+# PG=<major> picks the server (test/pg.sh fetches it); default Debian's 15
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+export PG_CONFIG
+bash "$REPO/test/build.sh" "$PG_CONFIG"
 
 bash "$REPO/test/stack.sh" clean "$STATE" >/dev/null 2>&1 || true
 trap 'bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true' EXIT

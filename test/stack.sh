@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local stack for activity_core: installs the build/test dependencies and runs
-# a throwaway PostgreSQL 15 cluster, a NATS JetStream server and a Temporal dev
+# a throwaway PostgreSQL cluster (Debian's 15, or the server of $PG_CONFIG), a NATS JetStream server and a Temporal dev
 # server on 127.0.0.1, all kept under one state directory.
 #
 #   test/stack.sh deps                         apt packages + Python venv (.cache/)
@@ -24,9 +24,15 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=$REPO/.cache
 VENV=$CACHE/venv
-PGBIN=/usr/lib/postgresql/15/bin
+# the server binaries: those of $PG_CONFIG when given (test/pg.sh prints one
+# per major), else Debian's PostgreSQL 15; a started stack remembers its own
+if [ -n "${PG_CONFIG:-}" ] && [ -x "$PG_CONFIG" ]; then
+  PGBIN=$("$PG_CONFIG" --bindir)
+else
+  PGBIN=/usr/lib/postgresql/15/bin
+fi
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server
-  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv)
+  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv unzip)
 BLOCK_BEGIN='# >>> activity_core local stack (written by test/stack.sh start; do not edit)'
 BLOCK_END='# <<< activity_core local stack'
 
@@ -137,7 +143,7 @@ save_config() {
   local v
   {
     echo "# saved by test/stack.sh start; read by the other subcommands"
-    for v in MODE PG_PORT T_GRPC T_HTTP T_UI NATS_PORT NATS_MON METRICS DB PRELOAD TEMPORAL_EXTRA PG_BASE; do
+    for v in MODE PG_PORT T_GRPC T_HTTP T_UI NATS_PORT NATS_MON METRICS DB PRELOAD TEMPORAL_EXTRA PG_BASE PGBIN; do
       printf '%s=%q\n' "$v" "${!v}"
     done
   } >"$STATE/stack.conf"

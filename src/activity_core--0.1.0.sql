@@ -1,0 +1,448 @@
+-- activity_core: install script (the version is set by activity_core.control)
+\echo Use "CREATE EXTENSION activity_core" to load this file. \quit
+
+-- Temporal and NATS speak UTF-8 JSON: every text the extension sends must be UTF-8.
+DO $$
+BEGIN
+	IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+		RAISE EXCEPTION 'activity_core needs a UTF8 database, not %', pg_catalog.current_setting('server_encoding')
+			USING HINT = 'Create the database with ENCODING ''UTF8''.';
+	END IF;
+END
+$$;
+
+-- The definitions: the desired state of every activity.
+CREATE TABLE ac_activity_definitions (
+	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	name text NOT NULL UNIQUE,
+	description text,
+	enabled boolean NOT NULL DEFAULT true,
+	trigger_type text NOT NULL,
+	trigger_config jsonb NOT NULL DEFAULT '{}',
+	workflow_type text NOT NULL DEFAULT 'RunActivityWorkflow',
+	task_queue text NOT NULL DEFAULT 'orchestrator-tq',
+	input jsonb NOT NULL DEFAULT '{}',
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE ac_activity_definitions IS
+	'Activity definitions: what workflow to start, and when (cron, event or manual)';
+
+SELECT pg_catalog.pg_extension_config_dump('ac_activity_definitions', '');
+
+CREATE FUNCTION ac_definitions_validate() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_definitions_validate'
+	LANGUAGE C;
+
+CREATE TRIGGER ac_definitions_validate
+	BEFORE INSERT OR UPDATE ON ac_activity_definitions
+	FOR EACH ROW EXECUTE FUNCTION ac_definitions_validate();
+
+CREATE FUNCTION ac_check_cron(expression text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_check_cron'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_check_cron(text) IS
+	'NULL when Temporal accepts the cron expression, otherwise the reason it does not';
+
+CREATE FUNCTION ac_version() RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_version'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+-- Schedule sync: intents written by the definitions trigger, outcomes
+-- written by the dispatcher.  Two tables, so that a user's transaction and
+-- the dispatcher never wait on each other's row locks.
+CREATE SEQUENCE ac_revision_seq;
+
+CREATE TABLE ac_schedule_intents (
+	activity_id uuid PRIMARY KEY,
+	revision bigint NOT NULL,
+	changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE ac_schedule_sync (
+	activity_id uuid PRIMARY KEY,
+	applied_revision bigint NOT NULL DEFAULT 0,
+	attempted_revision bigint NOT NULL DEFAULT 0,
+	attempts integer NOT NULL DEFAULT 0,
+	last_error text,
+	error_permanent boolean NOT NULL DEFAULT false,
+	next_attempt_at timestamptz,
+	last_attempt_at timestamptz,
+	last_applied_at timestamptz,
+	schedule_exists boolean NOT NULL DEFAULT false,
+	paused_at timestamptz,
+	last_backfill jsonb
+);
+
+COMMENT ON TABLE ac_schedule_intents IS
+	'Desired-state changes of cron definitions, not yet known to be applied in Temporal';
+COMMENT ON TABLE ac_schedule_sync IS
+	'What the dispatcher applied in Temporal for each definition, and its last error';
+
+-- runs as the extension's owner, so that roles writing definitions need no
+-- rights on the bookkeeping tables
+CREATE FUNCTION ac_definitions_changed() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_definitions_changed'
+	LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE TRIGGER ac_definitions_changed
+	AFTER INSERT OR UPDATE OR DELETE ON ac_activity_definitions
+	FOR EACH ROW EXECUTE FUNCTION ac_definitions_changed();
+
+CREATE VIEW ac_sync_status AS
+SELECT coalesce(d.id, i.activity_id) AS activity_id,
+	   d.name,
+	   d.trigger_type,
+	   d.enabled,
+	   CASE WHEN d.trigger_type = 'cron' OR i.activity_id IS NOT NULL
+			THEN 'activity-schedule-' || coalesce(d.id, i.activity_id) END AS schedule_id,
+	   coalesce(i.revision, s.applied_revision, 0) AS desired_revision,
+	   coalesce(s.applied_revision, 0) AS applied_revision,
+	   coalesce(i.revision > coalesce(s.applied_revision, 0), false) AS pending,
+	   coalesce(s.attempts, 0) AS attempts,
+	   s.last_error,
+	   CASE WHEN s.last_error IS NULL THEN NULL
+			WHEN s.error_permanent THEN 'permanent' ELSE 'transient' END AS error_kind,
+	   s.next_attempt_at,
+	   s.last_attempt_at,
+	   s.last_applied_at,
+	   d.id IS NULL AS deleted
+FROM ac_activity_definitions d
+FULL JOIN ac_schedule_intents i ON i.activity_id = d.id
+LEFT JOIN ac_schedule_sync s ON s.activity_id = coalesce(d.id, i.activity_id);
+
+COMMENT ON VIEW ac_sync_status IS
+	'Per definition: desired vs applied revision of its Temporal schedule, pending, attempts, last error';
+
+-- Wait until the changes, starts and publishes committed before the call
+-- are applied.
+CREATE FUNCTION ac_wait_sync(timeout interval DEFAULT '30 seconds') RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	ids uuid[];
+	revs bigint[];
+	max_pub bigint;
+	starts bigint[];
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+	remaining bigint;
+	failure record;
+BEGIN
+	IF EXISTS (SELECT 1 FROM @extschema@.ac_schedule_intents
+			   WHERE xmin = pg_catalog.pg_current_xact_id_if_assigned()::text::xid) THEN
+		RAISE EXCEPTION 'ac_wait_sync cannot wait for changes made by its own transaction'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Commit the changes first, then call ac_wait_sync().';
+	END IF;
+	SELECT pg_catalog.array_agg(i.activity_id), pg_catalog.array_agg(i.revision) INTO ids, revs
+	FROM @extschema@.ac_schedule_intents i
+	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
+	WHERE i.revision > coalesce(s.applied_revision, 0);
+	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o;
+	SELECT pg_catalog.array_agg(o.id) INTO starts FROM @extschema@.ac_start_outbox o
+	WHERE NOT o.error_permanent;
+	LOOP
+		SELECT t.id, s.last_error INTO failure
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+		JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE s.error_permanent AND s.attempted_revision >= t.rev
+		  AND s.applied_revision < t.rev
+		LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'schedule of activity % was not applied: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_sync_status; fix the definition and the dispatcher retries it.';
+		END IF;
+		SELECT o.workflow_id AS id, o.last_error INTO failure
+		FROM @extschema@.ac_start_outbox o
+		WHERE o.id = ANY (starts) AND o.error_permanent LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'workflow % was not started: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_start_outbox.';
+		END IF;
+		SELECT pg_catalog.count(*) INTO remaining
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+		JOIN @extschema@.ac_schedule_intents i ON i.activity_id = t.id
+		LEFT JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE coalesce(s.applied_revision, 0) < t.rev;
+		remaining := remaining
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox o WHERE o.id <= max_pub)
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox o WHERE o.id = ANY (starts));
+		IF remaining = 0 THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			SELECT e.last_error INTO failure FROM (
+				SELECT s.last_error
+				FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+				JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+				WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_outbox o
+				WHERE o.id <= max_pub AND o.last_error IS NOT NULL
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_start_outbox o
+				WHERE o.id = ANY (starts) AND o.last_error IS NOT NULL) e
+			LIMIT 1;
+			IF FOUND THEN
+				RAISE WARNING '% change(s) still pending; last error: %', remaining, failure.last_error;
+			END IF;
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION ac_wait_sync(interval) FROM PUBLIC;
+
+-- Reconcile and inspect the schedules in Temporal.
+CREATE FUNCTION ac_sync_schedules(
+	OUT activity_id uuid, OUT schedule_id text, OUT action text, OUT detail text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_sync_schedules'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_sync_schedules() IS
+	'Bring every activity-schedule-* schedule in Temporal in line with the table; one row per action taken';
+
+CREATE FUNCTION ac_schedules(
+	OUT schedule_id text, OUT activity_id uuid, OUT paused boolean, OUT notes text,
+	OUT next_fire_times jsonb, OUT recent_actions jsonb, OUT in_sync boolean, OUT drift text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_schedules'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_schedules() IS
+	'Live state of this extension''s schedules in Temporal, and whether each matches its definition';
+
+CREATE FUNCTION ac_cron_spec(expression text, timezone text DEFAULT 'UTC') RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'ac_cron_spec'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_cron_spec(text, text) IS
+	'The calendar Temporal compiles a cron expression into, in the form reconcile compares';
+
+-- Nothing that reaches Temporal is executable by PUBLIC.
+REVOKE ALL ON FUNCTION ac_sync_schedules() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_schedules() FROM PUBLIC;
+
+-- Events: dead letters, the publishing outbox, matching and replay.
+CREATE TABLE ac_dead_letters (
+	id bigserial PRIMARY KEY,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	subject text,
+	stream_seq bigint,
+	deliveries integer,
+	reason text NOT NULL,
+	event_id text,
+	event_type text,
+	raw bytea NOT NULL,
+	replayed_at timestamptz
+);
+
+COMMENT ON TABLE ac_dead_letters IS
+	'Events the router could not route: poison, refused by Temporal, or out of deliveries; raw is the message as received';
+
+CREATE TABLE ac_outbox (
+	id bigserial PRIMARY KEY,
+	subject text NOT NULL,
+	msg_id text NOT NULL,
+	data bytea NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	last_error text
+);
+
+COMMENT ON TABLE ac_outbox IS
+	'Events committed by ac_publish() and not yet published to JetStream';
+
+CREATE FUNCTION ac_outbox_wake() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_outbox_wake'
+	LANGUAGE C VOLATILE;
+
+-- Publish an event to <prefix>.<event_type> once the transaction commits.
+CREATE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	id text := coalesce(event_id, pg_catalog.gen_random_uuid()::text);
+	prefix text := coalesce(pg_catalog.current_setting('activity_core.subject_prefix', true), 'activity');
+BEGIN
+	IF event_type IS NULL OR event_type !~ '^[^.*> [:cntrl:]]+(\.[^.*> [:cntrl:]]+)*$' THEN
+		RAISE EXCEPTION 'invalid event_type "%"', event_type
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Events are published to activity.<event_type>: dot-separated tokens without spaces, "*" or ">".';
+	END IF;
+	IF payload IS NULL OR pg_catalog.jsonb_typeof(payload) <> 'object' THEN
+		RAISE EXCEPTION 'payload must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF pg_catalog.octet_length(payload::text) + pg_catalog.octet_length(id)
+		+ pg_catalog.octet_length(event_type) + 200
+		> pg_catalog.pg_size_bytes(coalesce(pg_catalog.current_setting('activity_core.max_event_size', true), '1MB')) THEN
+		RAISE EXCEPTION 'the event is larger than activity_core.max_event_size'
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'The router would dead-letter it; keep payloads small and pass references to large data.';
+	END IF;
+	IF id = '' OR pg_catalog.strpos(id, '/') > 0 OR pg_catalog.octet_length(id) > 900 THEN
+		RAISE EXCEPTION 'invalid event_id "%"', id
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'An event_id is non-empty, at most 900 bytes and has no "/" (it becomes part of a workflow id).';
+	END IF;
+	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data)
+	VALUES (prefix || '.' || event_type, id,
+			pg_catalog.convert_to(pg_catalog.jsonb_build_object(
+				'event_id', id, 'type', event_type, 'payload', payload,
+				'occurred_at', pg_catalog.now(), 'source', 'activity_core')::text, 'UTF8'));
+	PERFORM @extschema@.ac_outbox_wake();
+	RETURN id;
+END
+$$;
+
+-- Re-publish a dead letter (after fixing raw if needed) through the outbox.
+CREATE FUNCTION ac_replay_dead_letter(id bigint) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	dl record;
+	msg text;
+BEGIN
+	SELECT * INTO dl FROM @extschema@.ac_dead_letters d WHERE d.id = ac_replay_dead_letter.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'dead letter % does not exist', id USING ERRCODE = 'no_data_found';
+	END IF;
+	msg := 'replay-' || dl.id || '-' || pg_catalog.gen_random_uuid();
+	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data) VALUES (dl.subject, msg, dl.raw);
+	UPDATE @extschema@.ac_dead_letters SET replayed_at = pg_catalog.now() WHERE ac_dead_letters.id = dl.id;
+	PERFORM @extschema@.ac_outbox_wake();
+	RETURN dl.event_id;
+END
+$$;
+
+CREATE FUNCTION ac_explain_match(envelope jsonb,
+	OUT activity_id uuid, OUT name text, OUT matches boolean, OUT reason text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_explain_match'
+	LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION ac_explain_match(jsonb) IS
+	'The router''s decision for an envelope: which event definitions match, and why the others do not';
+
+REVOKE ALL ON FUNCTION ac_publish(text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_replay_dead_letter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_outbox_wake() FROM PUBLIC;
+
+CREATE FUNCTION ac_stats_counters(OUT name text, OUT value bigint) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats'
+	LANGUAGE C VOLATILE;
+
+CREATE VIEW ac_stats AS SELECT name, value FROM ac_stats_counters();
+
+COMMENT ON VIEW ac_stats IS 'Counters of the dispatcher and the router since the server started';
+
+CREATE FUNCTION ac_router_bench(envelope jsonb, iterations integer DEFAULT 10000,
+	OUT definitions integer, OUT parse_us float8, OUT match_us float8, OUT matches integer)
+	AS 'MODULE_PATHNAME', 'ac_router_bench'
+	LANGUAGE C STRICT VOLATILE;
+
+REVOKE ALL ON FUNCTION ac_router_bench(jsonb, integer) FROM PUBLIC;
+
+COMMENT ON FUNCTION ac_router_bench(jsonb, integer) IS
+	'The router''s cost per event (envelope parsing and matching) on the current definitions, measured with its own code';
+
+-- On-demand starts.
+CREATE TABLE ac_start_outbox (
+	id bigserial PRIMARY KEY,
+	activity_id uuid NOT NULL,
+	workflow_id text NOT NULL,
+	workflow_type text NOT NULL,
+	task_queue text NOT NULL,
+	argument text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	last_error text,
+	error_permanent boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE ac_start_outbox IS
+	'Workflow starts committed by ac_trigger() and not yet accepted by Temporal';
+
+CREATE FUNCTION ac_trigger(id uuid, input jsonb DEFAULT NULL, idempotency_key text DEFAULT NULL)
+	RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_trigger'
+	LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION ac_trigger(uuid, jsonb, text) IS
+	'Start the definition''s workflow once the transaction commits; returns activity-{id}:{key}';
+
+CREATE FUNCTION ac_runs(id uuid, max integer DEFAULT 20,
+	OUT workflow_id text, OUT run_id text, OUT status text, OUT workflow_type text,
+	OUT start_time timestamptz, OUT close_time timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_runs'
+	LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION ac_runs(uuid, integer) IS
+	'The definition''s workflow executions, newest first, from Temporal visibility by activity_id';
+
+REVOKE ALL ON FUNCTION ac_trigger(uuid, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_runs(uuid, integer) FROM PUBLIC;
+
+-- Health.
+CREATE FUNCTION ac_temporal_health(OUT "check" text, OUT ok boolean, OUT detail text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_temporal_health'
+	LANGUAGE C VOLATILE;
+
+CREATE FUNCTION ac_router_status(OUT state text, OUT error text)
+	AS 'MODULE_PATHNAME', 'ac_router_status'
+	LANGUAGE C VOLATILE;
+
+CREATE FUNCTION ac_health(OUT "check" text, OUT ok boolean, OUT detail text)
+RETURNS SETOF record
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	preloaded boolean := pg_catalog.current_setting('shared_preload_libraries') ~ '(^|[ ,])"?activity_core"?($|[ ,])';
+	n bigint;
+	r record;
+BEGIN
+	RETURN QUERY SELECT * FROM @extschema@.ac_temporal_health();
+
+	SELECT * INTO r FROM @extschema@.ac_router_status();
+	RETURN QUERY SELECT 'nats_router'::text, r.state = 'connected',
+		CASE r.state
+			WHEN 'connected' THEN 'the router is connected and consuming '
+				|| pg_catalog.current_setting('activity_core.stream_name') || '/'
+				|| pg_catalog.current_setting('activity_core.consumer_name')
+			WHEN 'failing' THEN 'the router cannot use NATS: ' || coalesce(r.error, 'unknown error')
+			ELSE 'the router has not reported yet' END;
+
+	FOR r IN SELECT w.name, w.label FROM (VALUES ('activity_core dispatcher', 'dispatcher_running'),
+											   ('activity_core router', 'router_running')) AS w(name, label) LOOP
+		SELECT pg_catalog.count(*) INTO n FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = r.name;
+		RETURN QUERY SELECT r.label::text, n > 0,
+			CASE WHEN n > 0 THEN 'running'
+				 WHEN NOT preloaded THEN 'not running: add activity_core to shared_preload_libraries and restart'
+				 ELSE 'not running (restarting, or activity_core.database is another database: '
+					|| pg_catalog.current_setting('activity_core.database') || ')' END;
+	END LOOP;
+
+	SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_sync_status WHERE pending;
+	RETURN QUERY SELECT 'schedule_backlog'::text, n < 1000, n || ' schedule change(s) pending';
+	SELECT (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox)
+		 + (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox) INTO n;
+	RETURN QUERY SELECT 'outbox_backlog'::text, n < 1000, n || ' publish(es) and start(s) pending';
+	SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_dead_letters WHERE replayed_at IS NULL;
+	RETURN QUERY SELECT 'dead_letters'::text, n = 0, n || ' dead letter(s) not replayed';
+END
+$$;
+
+COMMENT ON FUNCTION ac_health() IS
+	'One row per check: Temporal, namespace, search attribute, NATS, workers, backlogs, dead letters';
+
+REVOKE ALL ON FUNCTION ac_temporal_health() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_health() FROM PUBLIC;
