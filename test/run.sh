@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: install what is needed, build and install the extension, start
 # the real stack (PostgreSQL, Temporal dev server, NATS JetStream) in test
-# mode, run pg_regress (sql/, expected/) and every pytest suite under test/,
+# mode (PG=<major> picks the PostgreSQL, default Debian's 15), run pg_regress (sql/, expected/) and every pytest suite under test/,
 # stop the stack, and exit non-zero on any failure.
 set -euo pipefail
 
@@ -30,10 +30,12 @@ rm -rf "$REGRESS_DIR"
 mkdir -p "$REGRESS_DIR"
 cp -r "$REPO/sql" "$REPO/expected" "$REGRESS_DIR/"
 chown -R postgres "$REGRESS_DIR" 2>/dev/null || true
-tests=$(cd "$REPO/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+# AC_REGRESS="a b" runs only those pg_regress files ("none": none)
+tests=${AC_REGRESS:-$(cd "$REPO/sql" && ls *.sql | sed 's/\.sql$//' | sort)}
+[ "$tests" = none ] && tests=
 echo "== pg_regress: $(echo $tests | wc -w) files"
 # shellcheck disable=SC2086
-if ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
+if [ -n "$tests" ] && ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
 	"$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
 	--bindir="$("$PG_CONFIG" --bindir)" --inputdir=. --outputdir=. \
 	--use-existing --dbname="$PGDATABASE" --host="$PGHOST" --port="$PGPORT" \
@@ -43,9 +45,11 @@ if ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
 	cp "$REGRESS_DIR/regression.diffs" "$REPO/regression.diffs" 2>/dev/null || true
 fi
 
+# AC_PYTEST="e2e/test_x.py -k y" narrows the end-to-end run (default: all of e2e)
 echo "== pytest"
 cd "$REPO/test"
-if ! "$REPO/.cache/venv/bin/python" -m pytest -q -p no:cacheprovider e2e; then
+# shellcheck disable=SC2086
+if ! "$REPO/.cache/venv/bin/python" -m pytest -q -p no:cacheprovider ${AC_PYTEST:-e2e}; then
 	status=1
 	echo "---- last lines of the PostgreSQL log"
 	tail -n 60 "$AC_PG_LOG" || true
