@@ -9,6 +9,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).c
 MODULE_big = activity_core
 OBJS = \
 	src/activity_core.o \
+	src/catalog.o \
 	src/cron.o \
 	src/dispatcher.o \
 	src/events.o \
@@ -21,6 +22,7 @@ OBJS = \
 	src/reconcile.o \
 	src/router.o \
 	src/schedule.o \
+	src/secrets.o \
 	src/shmem.o \
 	src/temporal.o \
 	src/temporal_json.o \

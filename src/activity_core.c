@@ -56,6 +56,7 @@ void
 _PG_init(void)
 {
 	AcDefineGucs();
+	AcInstallSecretRedaction();
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
 	AcShmemInit();

@@ -13,6 +13,8 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
+
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
@@ -34,6 +36,7 @@ extern char *ac_database;
 extern char *ac_temporal_url;
 extern char *ac_temporal_namespace;
 extern char *ac_temporal_api_key;
+extern char *ac_temporal_api_key_file;
 extern char *ac_temporal_tls_ca_file;
 extern char *ac_temporal_tls_cert_file;
 extern char *ac_temporal_tls_key_file;
@@ -42,6 +45,8 @@ extern int	ac_temporal_request_timeout_ms;
 extern int	ac_temporal_concurrency;
 extern char *ac_nats_url;
 extern char *ac_nats_credentials_file;
+extern char *ac_nats_user;
+extern char *ac_nats_password_file;
 extern char *ac_nats_tls_ca_file;
 extern char *ac_nats_tls_cert_file;
 extern char *ac_nats_tls_key_file;
@@ -58,6 +63,11 @@ extern char *ac_metrics_listen;
 
 extern void AcDefineGucs(void);
 extern char *AcRedactUrl(const char *urls);
+
+/* Credentials read from files, and kept out of the log (secrets.c) */
+extern const char *AcTemporalApiKey(char **error);
+extern const char *AcNatsPassword(char **error);
+extern void AcInstallSecretRedaction(void);
 
 /* Shared memory (shmem.c) */
 #include "port/atomics.h"
@@ -114,9 +124,15 @@ extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
 
-/* Outbox trigger (outbox.c) */
+/* The extension's own objects, found through its catalog entry (catalog.c) */
+extern Oid	AcExtensionNamespace(void);
+extern Oid	AcDefinitionsRelid(void);
 extern char *AcExtensionSchema(void);
 extern char *AcWorkerSchema(void);
+extern void AcCheckTriggerTarget(FunctionCallInfo fcinfo, const char *function);
+extern void AcRequireSelect(const char *relname);
+
+/* Outbox trigger (outbox.c) */
 extern void AcWakeDispatcherAtCommit(void);
 
 /* Dispatcher (dispatcher.c, schedule.c) */

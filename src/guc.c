@@ -24,6 +24,7 @@ char	   *ac_database = NULL;
 char	   *ac_temporal_url = NULL;
 char	   *ac_temporal_namespace = NULL;
 char	   *ac_temporal_api_key = NULL;
+char	   *ac_temporal_api_key_file = NULL;
 char	   *ac_temporal_tls_ca_file = NULL;
 char	   *ac_temporal_tls_cert_file = NULL;
 char	   *ac_temporal_tls_key_file = NULL;
@@ -32,6 +33,8 @@ int			ac_temporal_request_timeout_ms = 30000;
 int			ac_temporal_concurrency = 32;
 char	   *ac_nats_url = NULL;
 char	   *ac_nats_credentials_file = NULL;
+char	   *ac_nats_user = NULL;
+char	   *ac_nats_password_file = NULL;
 char	   *ac_nats_tls_ca_file = NULL;
 char	   *ac_nats_tls_cert_file = NULL;
 char	   *ac_nats_tls_key_file = NULL;
@@ -84,8 +87,11 @@ AcDefineGucs(void)
 				 "Temporal namespace for schedules and workflows.",
 				 &ac_temporal_namespace, "default", 0);
 	DefineString("activity_core.temporal_api_key",
-				 "API key sent to Temporal as \"Authorization: Bearer\".",
+				 "API key sent to Temporal as \"Authorization: Bearer\"; prefer temporal_api_key_file.",
 				 &ac_temporal_api_key, "", SECRET_FLAGS);
+	DefineString("activity_core.temporal_api_key_file",
+				 "File whose first line is the API key sent to Temporal as \"Authorization: Bearer\".",
+				 &ac_temporal_api_key_file, "", GUC_SUPERUSER_ONLY);
 	DefineString("activity_core.temporal_tls_ca_file",
 				 "CA bundle that verifies Temporal's TLS certificate.",
 				 &ac_temporal_tls_ca_file, "", GUC_SUPERUSER_ONLY);
@@ -111,6 +117,12 @@ AcDefineGucs(void)
 	DefineString("activity_core.nats_credentials_file",
 				 "NATS credentials (.creds) file for the router and publisher.",
 				 &ac_nats_credentials_file, "", GUC_SUPERUSER_ONLY);
+	DefineString("activity_core.nats_user",
+				 "NATS user name for the router and publisher; its password is in nats_password_file.",
+				 &ac_nats_user, "", GUC_SUPERUSER_ONLY);
+	DefineString("activity_core.nats_password_file",
+				 "File whose first line is the password of activity_core.nats_user.",
+				 &ac_nats_password_file, "", GUC_SUPERUSER_ONLY);
 	DefineString("activity_core.nats_tls_ca_file",
 				 "CA bundle that verifies the NATS server certificate.",
 				 &ac_nats_tls_ca_file, "", GUC_SUPERUSER_ONLY);

@@ -121,6 +121,12 @@ ac_trigger(PG_FUNCTION_ARGS)
 	{
 		Jsonb	   *override = PG_GETARG_JSONB_P(1);
 
+		/* input is the workflow's named arguments: an object */
+		if (!JB_ROOT_IS_OBJECT(override) || JB_ROOT_IS_SCALAR(override))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("input must be a JSON object"),
+					 errhint("Pass the workflow's arguments as an object, e.g. '{\"date\": \"2026-12-01\"}'.")));
 		input = JsonbToCString(NULL, &override->root, VARSIZE(override));
 	}
 	wid = psprintf("activity-%s:%s", idtext, key);

@@ -81,7 +81,18 @@ AcNatsConnect(const char *name, char **error)
 	natsStatus	s;
 	AcNats	   *n = palloc0(sizeof(AcNats));
 	jsOptions	jo;
+	const char *password = NULL;
 
+	/* read before signals are blocked */
+	if (ac_nats_user && ac_nats_user[0])
+	{
+		password = AcNatsPassword(error);
+		if (*error)
+		{
+			pfree(n);
+			return NULL;
+		}
+	}
 	BlockSignals(&old);
 	s = natsOptions_Create(&o);
 	if (s == NATS_OK)
@@ -98,6 +109,8 @@ AcNatsConnect(const char *name, char **error)
 		s = natsOptions_SetPingInterval(o, 20000);
 	if (s == NATS_OK)
 		s = natsOptions_SetFailRequestsOnDisconnect(o, true);
+	if (s == NATS_OK && ac_nats_user && ac_nats_user[0])
+		s = natsOptions_SetUserInfo(o, ac_nats_user, password);
 	if (s == NATS_OK && ac_nats_credentials_file && ac_nats_credentials_file[0])
 		s = natsOptions_SetUserCredentialsFromFiles(o, ac_nats_credentials_file, NULL);
 	if (s == NATS_OK && ac_nats_tls_ca_file && ac_nats_tls_ca_file[0])

@@ -12,6 +12,11 @@
  * several changes to one row collapse into its latest revision.  At commit
  * the dispatcher's latch is set; nothing else happens at commit time.
  *
+ * The trigger function is SECURITY DEFINER, so that roles writing
+ * definitions need no rights on the bookkeeping tables.  It therefore
+ * checks that it fires on the extension's own table (catalog.c) and
+ * writes only to schema-qualified objects of the extension's schema.
+ *
  * IDENTIFICATION
  *	  src/outbox.c
  *
@@ -24,6 +29,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -42,8 +48,14 @@ static const char *const schedule_columns[] = {
 static bool wake_at_commit = false;
 static bool events_changed = false;
 static bool xact_callback_registered = false;
-static SPIPlanPtr intent_plan = NULL;
-static Oid	intent_plan_nsp = InvalidOid;
+
+/* A prepared statement of the trigger, and what it was prepared for. */
+typedef struct IntentPlan
+{
+	SPIPlanPtr	plan;
+	Oid			nsp;
+	bool		origin;			/* ac_schedule_intents has an origin column */
+} IntentPlan;
 
 /* At commit, set the dispatcher's latch if this transaction queued work. */
 static void
@@ -97,50 +109,6 @@ EventsChangedAtCommit(void)
 	events_changed = true;
 }
 
-/* Return the schema the extension lives in (palloc'd), or NULL. */
-char *
-AcExtensionSchema(void)
-{
-	char	   *result = NULL;
-	int			ret;
-
-	ret = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
-					  "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-					  "WHERE e.extname = 'activity_core'", true, 1);
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-		result = MemoryContextStrdup(TopTransactionContext, v);
-	}
-	return result;
-}
-
-/*
- * For a worker outside any transaction: the extension's schema as a
- * TopMemoryContext string, or NULL while it is not installed.
- */
-char *
-AcWorkerSchema(void)
-{
-	char	   *schema;
-	MemoryContext caller = CurrentMemoryContext;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	schema = AcExtensionSchema();
-	if (schema)
-		schema = MemoryContextStrdup(TopMemoryContext, schema);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* the commit leaves TopMemoryContext current: give the caller its own back */
-	MemoryContextSwitchTo(caller);
-	return schema;
-}
-
 /* Does any column a schedule depends on differ between two row versions? */
 static bool
 ScheduleColumnsChanged(TupleDesc desc, HeapTuple oldt, HeapTuple newt)
@@ -184,40 +152,100 @@ IsCron(TupleDesc desc, HeapTuple tuple)
 	return IsType(desc, tuple, "cron");
 }
 
+/*
+ * Prepare one statement of the intents trigger, once per extension schema:
+ * "%1$s" in sql stands for the quoted schema, "%2$s" for the upsert's
+ * assignment of origin (empty while the schema is 0.1.0's, which has no
+ * origin column: the library may be newer than the installed scripts until
+ * ALTER EXTENSION UPDATE runs).  Every name in it is schema-qualified, and
+ * the function runs with search_path = pg_catalog, pg_temp, so nothing a
+ * caller creates can stand in for the extension's tables.
+ */
+static SPIPlanPtr
+PrepareInSchema(IntentPlan *cache, Oid nsp, const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+	Oid			intents = get_relname_relid("ac_schedule_intents", nsp);
+	bool		origin = OidIsValid(intents) &&
+		get_attnum(intents, "origin") != InvalidAttrNumber;
+
+	if (cache->plan != NULL && cache->nsp == nsp && cache->origin == origin)
+		return cache->plan;
+	plan = SPI_prepare(psprintf(sql, quote_identifier(get_namespace_name(nsp)),
+								origin ? ", origin = excluded.origin" : ""),
+					   nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare a schedule intent statement: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	if (cache->plan)
+		SPI_freeplan(cache->plan);
+	cache->plan = plan;
+	cache->nsp = nsp;
+	cache->origin = origin;
+	return plan;
+}
+
 /* Record a new revision for one definition. */
 static void
-RecordIntent(Relation rel, Datum id)
+RecordIntent(Oid nsp, Datum id)
 {
-	Oid			nsp = RelationGetNamespace(rel);
+	static IntentPlan cache;
+	Oid			argtypes[1] = {UUIDOID};
 	Datum		values[1] = {id};
+	SPIPlanPtr	plan;
 	int			ret;
 
-	if (intent_plan == NULL || intent_plan_nsp != nsp)
-	{
-		const char *schema = quote_identifier(get_namespace_name(nsp));
-		char	   *seq = quote_literal_cstr(psprintf("%s.ac_revision_seq", schema));
-		char	   *sql = psprintf("INSERT INTO %s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
-								   "VALUES ($1, pg_catalog.nextval(%s::pg_catalog.regclass), pg_catalog.now()) "
-								   "ON CONFLICT (activity_id) DO UPDATE "
-								   "SET revision = excluded.revision, changed_at = excluded.changed_at",
-								   schema, seq);
-		Oid			argtypes[1] = {UUIDOID};
-		SPIPlanPtr	plan = SPI_prepare(sql, 1, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the schedule intent statement: %s",
-				 SPI_result_code_string(SPI_result));
-		if (intent_plan)
-			SPI_freeplan(intent_plan);
-		SPI_keepplan(plan);
-		intent_plan = plan;
-		intent_plan_nsp = nsp;
-	}
-	ret = SPI_execute_plan(intent_plan, values, NULL, false, 0);
+	plan = PrepareInSchema(&cache, nsp,
+					"INSERT INTO %1$s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
+					"VALUES ($1, pg_catalog.nextval('%1$s.ac_revision_seq'::pg_catalog.regclass), pg_catalog.now()) "
+					"ON CONFLICT (activity_id) DO UPDATE "
+					"SET revision = excluded.revision, changed_at = excluded.changed_at%2$s",
+					1, argtypes);
+	ret = SPI_execute_plan(plan, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not record a schedule intent: %s",
 			 SPI_result_code_string(ret));
 	AcCount(AC_STAT_SCHEDULE_CHANGES, 1);
+}
+
+/*
+ * Before a TRUNCATE: record a new revision for every cron definition, so
+ * that the dispatcher deletes their schedules once it commits, and rebuild
+ * the router's index if event definitions go too.
+ */
+static void
+RecordTruncate(Oid nsp)
+{
+	static IntentPlan cache;
+	static IntentPlan events_cache;
+	SPIPlanPtr	plan;
+	int			ret;
+
+	plan = PrepareInSchema(&cache, nsp,
+					"INSERT INTO %1$s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
+					"SELECT d.id, pg_catalog.nextval('%1$s.ac_revision_seq'::pg_catalog.regclass), pg_catalog.now() "
+					"FROM %1$s.ac_activity_definitions d "
+					"WHERE d.trigger_type OPERATOR(pg_catalog.=) 'cron' "
+					"ON CONFLICT (activity_id) DO UPDATE "
+					"SET revision = excluded.revision, changed_at = excluded.changed_at%2$s",
+					0, NULL);
+	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "could not record the schedule intents of a TRUNCATE: %s",
+			 SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+	{
+		AcCount(AC_STAT_SCHEDULE_CHANGES, SPI_processed);
+		AcWakeDispatcherAtCommit();
+	}
+	plan = PrepareInSchema(&events_cache, nsp,
+					"SELECT 1 FROM %1$s.ac_activity_definitions d "
+					"WHERE d.trigger_type OPERATOR(pg_catalog.=) 'event' LIMIT 1",
+					0, NULL);
+	ret = SPI_execute_plan(plan, NULL, NULL, true, 1);
+	if (ret == SPI_OK_SELECT && SPI_processed > 0)
+		EventsChangedAtCommit();
 }
 
 /*
@@ -233,12 +261,27 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 	HeapTuple	newt = NULL;
 	bool		isnull;
 	int			id_att;
+	Oid			nsp;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	/* runs as the extension's owner: only ever on the extension's own table */
+	AcCheckTriggerTarget(fcinfo, "ac_definitions_changed");
+	nsp = RelationGetNamespace(td->tg_relation);
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		if (!TRIGGER_FIRED_BEFORE(td->tg_event))
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("ac_definitions_changed must be a BEFORE TRUNCATE trigger")));
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		RecordTruncate(nsp);
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("ac_definitions_changed must be an AFTER row trigger")));
+				 errmsg("ac_definitions_changed must be an AFTER row trigger, or BEFORE TRUNCATE")));
 
 	desc = td->tg_relation->rd_att;
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -269,13 +312,25 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (oldt && IsCron(desc, oldt))
-		RecordIntent(td->tg_relation, heap_getattr(oldt, id_att, desc, &isnull));
+		RecordIntent(nsp, heap_getattr(oldt, id_att, desc, &isnull));
 	if (newt && (!oldt || !datumIsEqual(heap_getattr(oldt, id_att, desc, &isnull),
 										heap_getattr(newt, id_att, desc, &isnull),
 										false, 16) || !IsCron(desc, oldt)))
-		RecordIntent(td->tg_relation, heap_getattr(newt, id_att, desc, &isnull));
+		RecordIntent(nsp, heap_getattr(newt, id_att, desc, &isnull));
 	SPI_finish();
 
 	AcWakeDispatcherAtCommit();
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(ac_session_id);
+
+/*
+ * ac_session_id() returns text: the session's tag, as log_line_prefix's %c
+ * prints it (start time and process id in hex).
+ */
+Datum
+ac_session_id(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%lx.%x", (long) MyStartTime, MyProcPid)));
 }

@@ -458,6 +458,16 @@ ac_sync_schedules(PG_FUNCTION_ARGS)
 	int			repairs;
 	char	   *schema;
 
+	/*
+	 * Before deleting a schedule whose definition seems gone, the reconcile
+	 * looks at the table again; under one snapshot for the transaction that
+	 * second look would miss definitions committed since it began.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ac_sync_schedules needs READ COMMITTED isolation"),
+				 errhint("Under REPEATABLE READ or SERIALIZABLE it could delete the schedules of definitions created meanwhile.")));
 	InitMaterializedSRF(fcinfo, 0);
 	schema = SqlSchema();
 	n = Reconcile(schema, true, &items, &repairs);

@@ -171,6 +171,7 @@ ac_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
+	AcRequireSelect("ac_stats");
 	InitMaterializedSRF(fcinfo, 0);
 	if (ac_shared == NULL)
 		ereport(ERROR,

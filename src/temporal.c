@@ -214,6 +214,9 @@ WriteBody(char *data, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* the API key of the requests of the current AcTemporalRun, or NULL */
+static const char *run_api_key = NULL;
+
 /* Create the easy handle of a request. */
 static void
 StartRequest(AcRequest *req)
@@ -229,9 +232,9 @@ StartRequest(AcRequest *req)
 	req->easy = easy;
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, "Accept: application/json");
-	if (ac_temporal_api_key && ac_temporal_api_key[0])
+	if (run_api_key)
 	{
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", ac_temporal_api_key);
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", run_api_key);
 		h = curl_slist_append(h, auth);
 		explicit_bzero(auth, sizeof(auth));
 	}
@@ -304,6 +307,21 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 	int			next = 0;
 	int			in_flight = 0;
 
+	char	   *key_error;
+
+	run_api_key = AcTemporalApiKey(&key_error);
+	if (key_error)
+	{
+		/* nothing can be sent: every request fails, to be retried later */
+		for (int i = 0; i < nreqs; i++)
+		{
+			reqs[i]->status = AC_T_UNAUTHORIZED;
+			reqs[i]->http_status = 0;
+			strlcpy(reqs[i]->error, key_error, sizeof(reqs[i]->error));
+			(void) done(reqs[i], arg);
+		}
+		return;
+	}
 	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long) concurrency);
 	PG_TRY();
 	{

@@ -430,8 +430,8 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 	int			cols[2];
 	int			ncols = 0;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+	AcCheckTriggerTarget(fcinfo, "ac_definitions_validate");
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
 		TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))

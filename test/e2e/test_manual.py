@@ -92,3 +92,28 @@ def test_trigger_refuses_unknown_and_disabled(conn, manual):
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         conn.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
         conn.execute("SELECT ac_trigger(%s, NULL, 'a/b')", (aid,))
+
+
+@pytest.mark.parametrize("trigger_type,config", [
+    ("cron", {"cron_expression": "0 4 * * *"}),
+    ("event", {"event_type": "manual.run.now"}),
+])
+def test_trigger_runs_cron_and_event_definitions_now(conn, trigger_type, config):
+    """ac_trigger() is "run now" for any enabled definition: a cron or event
+    definition starts its workflow once, with trigger "manual" and no event,
+    and its schedule or event routing is left as it was."""
+    name = f"now-{trigger_type}-{uuid.uuid4().hex[:6]}"
+    aid = conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config, input) "
+                       "VALUES (%s, %s, %s, '{\"k\": 1}') RETURNING id::text",
+                       (name, trigger_type, json.dumps(config))).fetchone()[0]
+    try:
+        wid = conn.execute("SELECT ac_trigger(%s, NULL, 'now')", (aid,)).fetchone()[0]
+        assert wid == f"activity-{aid}:now"
+        assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        assert describe(wid) is not None
+        arg = start_argument(wid)
+        assert arg["trigger"] == "manual" and arg["input"] == {"k": 1} and arg.get("event") is None, arg
+        assert arg["activity_id"] == aid and arg["activity_name"] == name, arg
+    finally:
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+        conn.execute("SELECT ac_wait_sync('30s')")

@@ -56,9 +56,10 @@ def test_sql_works_without_preload(bare_cluster):
             assert (sid, "created") in rows, rows
             status, body = temporal("GET", f"/schedules/{sid}")
             assert status == 200, body
-            health = {r[0]: (r[1], r[2]) for r in c.execute("SELECT * FROM ac_health()").fetchall()}
+            health = {r[0]: (r[1], r[2], r[3]) for r in c.execute("SELECT * FROM ac_health()").fetchall()}
             assert health["temporal_reachable"][0] is True
             assert health["dispatcher_running"] == (
-                False, "not running: add activity_core to shared_preload_libraries and restart")
+                False, "not running: activity_core is not in shared_preload_libraries",
+                "Add activity_core to shared_preload_libraries and restart PostgreSQL.")
         finally:
             temporal("DELETE", f"/schedules/{sid}")

@@ -41,13 +41,14 @@ def test_health_reports_every_check(conn):
     import time
     deadline = time.time() + 30
     while True:
-        rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT * FROM ac_health()").fetchall()}
+        rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT \"check\", ok, detail FROM ac_health()").fetchall()}
         if all(ok for ok, _ in rows.values()) or time.time() > deadline:
             break
         time.sleep(0.5)
     assert set(rows) == {"temporal_reachable", "temporal_namespace", "search_attribute_activity_id",
                          "nats_router", "dispatcher_running", "router_running", "schedule_backlog",
-                         "outbox_backlog", "dead_letters"}
+                         "schedule_failures", "outbox_backlog", "outbox_failing", "outbox_failures",
+                         "dead_letters"}
     failing = {k: v for k, v in rows.items() if not v[0] and k != "dead_letters"}
     assert not failing, failing
     assert "api_key" not in json.dumps(rows).lower()
