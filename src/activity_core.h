@@ -15,17 +15,7 @@
 
 #include "fmgr.h"
 
-#if PG_VERSION_NUM < 150000
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
-#endif
-#if PG_VERSION_NUM < 160000
-#define InitMaterializedSRF(fcinfo, flags) SetSingleFuncCall(fcinfo, flags)
-#endif
-#if PG_VERSION_NUM >= 170000
-#define AcMyProcNumber() ((uint32) MyProcNumber)
-#else
-#define AcMyProcNumber() ((uint32) MyProc->pgprocno)
-#endif
+#include "compat.h"
 
 #ifndef AC_VERSION
 #define AC_VERSION "unknown"

@@ -124,7 +124,7 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 		return false;
 	}
 	text = pnstrdup(data, len);
-	lex = makeJsonLexContextCstringLen(text, len, PG_UTF8, true);
+	lex = AcMakeJsonLexContext(text, len);
 	jerr = pg_parse_json(lex, &nullSemAction);
 	if (jerr != JSON_SUCCESS)
 	{

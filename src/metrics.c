@@ -203,7 +203,7 @@ ac_metrics_main(Datum arg)
 		}
 
 		MemoryContextSwitchTo(cxt);
-		set = CreateWaitEventSet(CurrentMemoryContext, 3);
+		set = AcCreateWaitEventSet(3);
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		if (fd >= 0)

@@ -36,6 +36,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(ac_definitions_changed);
 
@@ -261,6 +262,9 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 	HeapTuple	newt = NULL;
 	bool		isnull;
 	int			id_att;
+	Datum		old_id = (Datum) 0;
+	Datum		new_id = (Datum) 0;
+	bool		same_id;
 	Oid			nsp;
 
 	/* runs as the extension's owner: only ever on the extension's own table */
@@ -302,21 +306,21 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 
 	if (!(oldt && IsCron(desc, oldt)) && !(newt && IsCron(desc, newt)))
 		return PointerGetDatum(NULL);
-	if (oldt && newt && !ScheduleColumnsChanged(desc, oldt, newt) &&
-		datumIsEqual(heap_getattr(oldt, SPI_fnumber(desc, "id"), desc, &isnull),
-					 heap_getattr(newt, SPI_fnumber(desc, "id"), desc, &isnull),
-					 false, 16))
+	id_att = SPI_fnumber(desc, "id");
+	if (oldt)
+		old_id = heap_getattr(oldt, id_att, desc, &isnull);
+	if (newt)
+		new_id = heap_getattr(newt, id_att, desc, &isnull);
+	same_id = oldt && newt && datumIsEqual(old_id, new_id, false, UUID_LEN);
+	if (same_id && !ScheduleColumnsChanged(desc, oldt, newt))
 		return PointerGetDatum(NULL);
 
-	id_att = SPI_fnumber(desc, "id");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (oldt && IsCron(desc, oldt))
-		RecordIntent(nsp, heap_getattr(oldt, id_att, desc, &isnull));
-	if (newt && (!oldt || !datumIsEqual(heap_getattr(oldt, id_att, desc, &isnull),
-										heap_getattr(newt, id_att, desc, &isnull),
-										false, 16) || !IsCron(desc, oldt)))
-		RecordIntent(nsp, heap_getattr(newt, id_att, desc, &isnull));
+		RecordIntent(nsp, old_id);
+	if (newt && (!same_id || !IsCron(desc, oldt)))
+		RecordIntent(nsp, new_id);
 	SPI_finish();
 
 	AcWakeDispatcherAtCommit();

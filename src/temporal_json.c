@@ -116,7 +116,8 @@ JsonPayloads(const char *text)
 	int			len = strlen(text);
 	int			cap = pg_b64_enc_len(len) + 1;
 	char	   *b64 = palloc(cap);
-	int			n = pg_b64_encode(text, len, b64, cap);
+	/* the byte pointers are char * before 18 and uint8 * since: void * suits both */
+	int			n = pg_b64_encode((const void *) text, len, b64, cap);
 
 	if (n < 0)
 		elog(ERROR, "could not encode a payload");
@@ -477,7 +478,7 @@ PayloadData(json_t *payload)
 		return NULL;
 	b64 = json_string_value(data);
 	raw = palloc(pg_b64_dec_len(strlen(b64)) + 1);
-	len = pg_b64_decode(b64, strlen(b64), raw, pg_b64_dec_len(strlen(b64)));
+	len = pg_b64_decode(b64, strlen(b64), (void *) raw, pg_b64_dec_len(strlen(b64)));
 	if (len < 0)
 		return NULL;
 	raw[len] = '\0';

@@ -164,6 +164,17 @@ def plant_shadows(c):
     c.execute("SET search_path = pg_temp, public")
 
 
+def drop_role(conn, role):
+    """Drop role once the sessions that acted as it have cleaned up their temporary objects."""
+    def once():
+        try:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+        except psycopg.errors.DependentObjectsStillExist as err:
+            raise AssertionError(str(err))
+    poll(once, 15)
+
+
 def is_superuser(conn, role):
     return conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[0]
 
@@ -183,9 +194,10 @@ def test_a_role_without_grants_cannot_hijack_the_definer_trigger(conn):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute("CREATE TRIGGER hijack BEFORE INSERT ON pg_temp.ac_activity_definitions "
                           "FOR EACH ROW EXECUTE FUNCTION public.ac_definitions_validate()")
+            c.execute("DISCARD TEMP")
         assert not is_superuser(conn, role)
     finally:
-        conn.execute(f"DROP ROLE {role}")
+        drop_role(conn, role)
 
 
 def test_no_definer_function_runs_a_callers_shadow_objects(conn):
@@ -247,13 +259,13 @@ def test_no_definer_function_runs_a_callers_shadow_objects(conn):
             hits = c.execute("SELECT * FROM pg_temp.hits").fetchall()
             assert hits == [], f"shadow objects were used: {hits}"
             c.execute("DELETE FROM public.ac_activity_definitions WHERE id IN (%s, %s)", (aid, cron))
+            c.execute("DISCARD TEMP")
         assert not is_superuser(conn, role)
         # the start went through the real outbox to Temporal
         status, body = temporal("GET", f"/workflows/activity-{aid}:shadow")
         assert status == 200, body
     finally:
-        conn.execute(f"DROP OWNED BY {role}")
-        conn.execute(f"DROP ROLE {role}")
+        drop_role(conn, role)
 
 
 def write_secret(path, value):
