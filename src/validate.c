@@ -261,6 +261,21 @@ NormaliseCron(Jsonb *config)
 						expr, res.error),
 				 errhint(CRON_HINT)));
 
+	if (res.wrapped_step != 0)
+		ereport(WARNING,
+				(errmsg("step %lld in trigger_config.cron_expression \"%s\" is larger than Temporal keeps",
+						(long long) res.wrapped_step, expr),
+				 errdetail("Temporal stores a step in 32 bits: it runs this one with step %d.",
+						   (int32) (uint32) (uint64) res.wrapped_step == 0 ? 1 :
+						   (int32) (uint32) (uint64) res.wrapped_step),
+				 errhint("Use a step from 1 to 2147483647.")));
+
+	if (res.sunday_dropped)
+		ereport(WARNING,
+				(errmsg("Temporal leaves Sunday out of day-of-week \"1-7\" in trigger_config.cron_expression \"%s\"", expr),
+				 errdetail("Temporal compiles 1-7 to 1-6, Monday to Saturday."),
+				 errhint("Write \"*\" or \"0-6\" for every day of the week.")));
+
 	if (res.comment_glued)
 		ereport(WARNING,
 				(errmsg("\"#\" starts a comment in trigger_config.cron_expression \"%s\"", expr),
