@@ -46,6 +46,13 @@ CREATE FUNCTION ac_check_cron(expression text) RETURNS text
 COMMENT ON FUNCTION ac_check_cron(text) IS
 	'NULL when Temporal accepts the cron expression, otherwise the reason it does not';
 
+CREATE FUNCTION ac_check_event_type(event_type text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_check_event_type'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_check_event_type(text) IS
+	'NULL when the event type can follow "<prefix>." in a NATS subject, otherwise the reason it cannot';
+
 CREATE FUNCTION ac_version() RETURNS text
 	AS 'MODULE_PATHNAME', 'ac_version'
 	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
