@@ -60,4 +60,29 @@ INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config)
 	VALUES ('lim-ev-4', 'event', jsonb_build_object('event_type', repeat('x', 255)))
 	RETURNING length(trigger_config->>'event_type');
 
+-- max_catchup_runs: any JSON number whose value is an integer from 1 to 1000
+CREATE FUNCTION pg_temp.runs(v text) RETURNS jsonb
+LANGUAGE sql AS $$
+	INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config)
+	VALUES ('lim-' || md5(v || clock_timestamp()::text), 'cron',
+			('{"cron_expression": "@daily", "max_catchup_runs": ' || v || '}')::jsonb)
+	RETURNING trigger_config->'max_catchup_runs'
+$$;
+SELECT pg_temp.runs('100');
+SELECT pg_temp.runs('1e2');
+SELECT pg_temp.runs('100.0');
+SELECT pg_temp.runs('1000.000');
+SELECT pg_temp.runs('0.01e2');
+SELECT pg_temp.runs('100.5');
+SELECT pg_temp.runs('0');
+SELECT pg_temp.runs('1001');
+SELECT pg_temp.runs('-5');
+SELECT pg_temp.runs('1e1000');
+SELECT pg_temp.runs('"100"');
+SELECT pg_temp.runs('null');
+
+-- the cron checks read the time zone database: STABLE, not IMMUTABLE
+SELECT proname, provolatile FROM pg_proc
+WHERE proname IN ('ac_check_cron', 'ac_cron_spec', 'ac_check_event_type') ORDER BY proname;
+
 DELETE FROM ac_activity_definitions;

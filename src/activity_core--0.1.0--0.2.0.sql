@@ -11,3 +11,7 @@ CREATE FUNCTION ac_check_event_type(event_type text) RETURNS text
 
 COMMENT ON FUNCTION ac_check_event_type(text) IS
 	'NULL when the event type can follow "<prefix>." in a NATS subject, otherwise the reason it cannot';
+
+-- Limits: the cron checks read the time zone database
+ALTER FUNCTION ac_check_cron(text) STABLE;
+ALTER FUNCTION ac_cron_spec(text, text) STABLE;

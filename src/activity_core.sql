@@ -41,7 +41,7 @@ CREATE TRIGGER ac_definitions_validate
 
 CREATE FUNCTION ac_check_cron(expression text) RETURNS text
 	AS 'MODULE_PATHNAME', 'ac_check_cron'
-	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+	LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION ac_check_cron(text) IS
 	'NULL when Temporal accepts the cron expression, otherwise the reason it does not';
@@ -227,7 +227,7 @@ COMMENT ON FUNCTION ac_schedules() IS
 
 CREATE FUNCTION ac_cron_spec(expression text, timezone text DEFAULT 'UTC') RETURNS jsonb
 	AS 'MODULE_PATHNAME', 'ac_cron_spec'
-	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+	LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION ac_cron_spec(text, text) IS
 	'The calendar Temporal compiles a cron expression into, in the form reconcile compares';

@@ -202,6 +202,35 @@ RefuseValue(const char *field, const char *value, const char *problem,
 			 errhint("%s", hint)));
 }
 
+/*
+ * Read an integer key: any JSON number whose value is an integer from min
+ * to max (100, 1e2 and 100.0 alike), else one error naming the key.
+ */
+static int
+ConfigInteger(ConfigKey *key, int min, int max, const char *hint)
+{
+	JsonbValue *v = &key->value;
+
+	if (v->type == jbvNumeric)
+	{
+		Datum		num = NumericGetDatum(v->val.numeric);
+		Datum		lo = DirectFunctionCall1(int4_numeric, Int32GetDatum(min));
+		Datum		hi = DirectFunctionCall1(int4_numeric, Int32GetDatum(max));
+		Datum		floor = DirectFunctionCall1(numeric_floor, num);
+
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, lo)) >= 0 &&
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, hi)) <= 0 &&
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, floor)) == 0)
+			return DatumGetInt32(DirectFunctionCall1(numeric_int4, num));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("trigger_config.%s must be an integer from %d to %d",
+					key->name, min, max),
+			 errhint("%s", hint)));
+	return 0;					/* keep the compiler quiet */
+}
+
 /* Check a time zone name and return its canonical spelling. */
 static const char *
 CheckTimezone(const char *name, const char *field)
@@ -253,28 +282,8 @@ NormaliseCron(Jsonb *config)
 	tz = RequireString(&keys[1], "cron", example, false);
 	policy = RequireString(&keys[2], "cron", example, false);
 	if (keys[3].present)
-	{
-		JsonbValue *v = &keys[3].value;
-		int64		runs = -1;
-
-		if (v->type == jbvNumeric)
-		{
-			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-																  NumericGetDatum(v->val.numeric)));
-			char	   *end;
-			long		l = strtol(text, &end, 10);
-
-			if (*end == '\0' && end != text)
-				runs = l;
-		}
-		if (runs < 1 || runs > 1000)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("trigger_config.max_catchup_runs must be an integer from 1 to 1000"),
-					 errhint("It caps how many missed fire times a catchup backfill starts; the default is 100.")));
-		max_catchup = (int) runs;
-	}
-
+		max_catchup = ConfigInteger(&keys[3], 1, 1000,
+									"It caps how many missed fire times a catchup backfill starts; the default is 100.");
 
 	if (!ac_cron_check(expr, &res))
 		ereport(ERROR,
