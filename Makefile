@@ -14,6 +14,7 @@ OBJS = \
 	src/dispatcher.o \
 	src/events.o \
 	src/guc.o \
+	src/limits.o \
 	src/manual.o \
 	src/metrics.o \
 	src/nats_client.o \

@@ -125,4 +125,34 @@ SELECT trigger_config, created_at = '2020-01-01' AS created_kept, updated_at > '
 -- the same check from SQL
 SELECT expr, ac_check_cron(expr) FROM (VALUES ('0 9 * * MON-FRI'), ('0 9 * * MON-FRY'), ('@every 5m')) v(expr);
 
+-- steps as Temporal reads them: a 64-bit integer kept in 32 bits; refused
+-- when those 32 bits are negative, run with them (0 meaning 1) otherwise
+SELECT pg_temp.cron('*/2147483647 * * * *');
+SELECT pg_temp.cron('*/2147483648 * * * *');
+SELECT pg_temp.cron('0 0 * * 0-7/4294967295');
+SELECT pg_temp.cron('0 0 * * * */9223372036854775807');
+SELECT pg_temp.cron('*/9223372036854775808 * * * *');
+SELECT pg_temp.cron('*/4294967296 * * * *');
+-- Temporal compiles day-of-week 1-7 to 1-6: stored, with a warning
+SELECT pg_temp.cron('0 0 * * 1-7');
+SELECT pg_temp.cron('0 0 * * mon-7');
+SELECT expr, ac_check_cron(expr) FROM (VALUES ('*/2147483648 * * * *'), ('*/4294967295 * * * *'),
+	('*/4294967296 * * * *'), ('*/6442450944 * * * *'), ('5/9223372036854775807 * * * *'),
+	('*/9223372036854775808 * * * *'), ('*/-9223372036854775808 * * * *'),
+	('99999999999999999999 * * * *')) v(expr);
+
+-- ac_cron_spec predicts the calendar Temporal compiles, range by range
+SELECT expr, field, ac_cron_spec(expr, '')->'calendar'->0->field AS ranges
+FROM (VALUES ('*/4294967301 * * * *', 'minute'), ('*/4294967296 * * * *', 'minute'),
+	('0 0 * * 0-7/4294967303', 'dayOfWeek'), ('0 0 * * 7/4294967296', 'dayOfWeek'),
+	('0 0 * * 1-7', 'dayOfWeek'), ('0 0 * * 0-7', 'dayOfWeek'), ('0 0 * * 2-7', 'dayOfWeek'),
+	('0 0 * * 0-7/7', 'dayOfWeek'), ('0 0 * * 1-7/2', 'dayOfWeek'),
+	('0 0 * * * *', 'year'), ('0 0 * * * *,2030', 'year'), ('0 0 * * * */4', 'year')) v(expr, field);
+-- every element is a range of its own, duplicates too: no cap on their number
+SELECT jsonb_array_length(ac_cron_spec(string_agg((i % 60)::text, ',') || ' * * * *', '')->'calendar'->0->'minute'),
+	ac_cron_spec(string_agg((i % 60)::text, ',') || ' * * * *', '')->'calendar'->0->'minute'->299
+FROM generate_series(0, 299) i;
+SELECT jsonb_array_length(ac_cron_spec('0 0 * * ' || string_agg('1-7/2', ','), '')->'calendar'->0->'dayOfWeek')
+FROM generate_series(1, 150) i;
+
 DELETE FROM ac_activity_definitions;

@@ -224,3 +224,15 @@ COMMENT ON FUNCTION ac_health() IS
 	'One row per check: Temporal, namespace, search attribute, NATS, workers, backlogs, failures, dead letters; a hint for each failing one';
 
 REVOKE ALL ON FUNCTION ac_health() FROM PUBLIC;
+
+-- Limits: identifier checks of Temporal and NATS
+CREATE FUNCTION ac_check_event_type(event_type text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_check_event_type'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_check_event_type(text) IS
+	'NULL when the event type can follow "<prefix>." in a NATS subject, otherwise the reason it cannot';
+
+-- Limits: the cron checks read the time zone database
+ALTER FUNCTION ac_check_cron(text) STABLE;
+ALTER FUNCTION ac_cron_spec(text, text) STABLE;

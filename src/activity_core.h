@@ -135,6 +135,14 @@ extern int	AcDrainStarts(const char *schema, int limit);
 struct JsonbValue;
 extern const char *AcJsonTypeName(struct JsonbValue *v);
 
+/* Identifier limits of Temporal and NATS (limits.c) */
+#define AC_TEMPORAL_MAX_ID_BYTES 1000	/* Temporal's limit.maxIDLength default */
+#define AC_MAX_EVENT_TYPE_BYTES 255 /* keeps subjects far below NATS's 4 KB line */
+/* NULL when event_type can be a NATS subject suffix, else why not (palloc'd) */
+extern char *AcEventTypeProblem(const char *event_type);
+extern char *AcTaskQueueProblem(const char *task_queue);
+extern char *AcWorkflowTypeProblem(const char *workflow_type);
+
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);
 

@@ -51,10 +51,17 @@ CREATE FUNCTION ac_session_id() RETURNS text
 
 CREATE FUNCTION ac_check_cron(expression text) RETURNS text
 	AS 'MODULE_PATHNAME', 'ac_check_cron'
-	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+	LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION ac_check_cron(text) IS
 	'NULL when Temporal accepts the cron expression, otherwise the reason it does not';
+
+CREATE FUNCTION ac_check_event_type(event_type text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_check_event_type'
+	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_check_event_type(text) IS
+	'NULL when the event type can follow "<prefix>." in a NATS subject, otherwise the reason it cannot';
 
 CREATE FUNCTION ac_version() RETURNS text
 	AS 'MODULE_PATHNAME', 'ac_version'
@@ -266,7 +273,7 @@ COMMENT ON FUNCTION ac_schedules() IS
 
 CREATE FUNCTION ac_cron_spec(expression text, timezone text DEFAULT 'UTC') RETURNS jsonb
 	AS 'MODULE_PATHNAME', 'ac_cron_spec'
-	LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+	LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION ac_cron_spec(text, text) IS
 	'The calendar Temporal compiles a cron expression into, in the form reconcile compares';

@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cron.h"
@@ -106,13 +107,36 @@ space_len(const unsigned char *p)
 	return 0;
 }
 
-/* Parse a whole token as a decimal integer with optional sign. */
-static bool
-parse_int(const char *s, size_t len, long *out)
+/*
+ * The ranges of the spec being compiled: one buffer for all fields, kept
+ * between calls (it only shrinks back after an unusually large expression).
+ */
+static AcCronRange *range_pool = NULL;
+static size_t range_pool_cap = 0;
+static int	field_cap[AC_NUM_FIELDS];
+
+#define RANGE_POOL_KEEP 4096
+
+/* Outcome of parse_int. */
+typedef enum IntParse
+{
+	INT_OK,
+	INT_NOT_A_NUMBER,
+	INT_OUT_OF_RANGE
+} IntParse;
+
+/*
+ * Parse a whole token as a decimal integer with optional sign, as Go's
+ * strconv.Atoi does on a 64-bit platform.
+ */
+static IntParse
+parse_int(const char *s, size_t len, int64_t *out)
 {
 	size_t		i = 0;
 	bool		neg = false;
-	long		v = 0;
+	bool		overflow = false;
+	uint64_t	v = 0;
+	uint64_t	limit;
 
 	if (len > 0 && (s[0] == '+' || s[0] == '-'))
 	{
@@ -120,17 +144,21 @@ parse_int(const char *s, size_t len, long *out)
 		i = 1;
 	}
 	if (i >= len)
-		return false;
+		return INT_NOT_A_NUMBER;
+	limit = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
 	for (; i < len; i++)
 	{
 		if (s[i] < '0' || s[i] > '9')
-			return false;
-		if (v > (LONG_MAX - (s[i] - '0')) / 10)
-			return false;
-		v = v * 10 + (s[i] - '0');
+			return INT_NOT_A_NUMBER;
+		if (!overflow && v > (limit - (uint64_t) (s[i] - '0')) / 10)
+			overflow = true;
+		if (!overflow)
+			v = v * 10 + (uint64_t) (s[i] - '0');
 	}
-	*out = neg ? -v : v;
-	return true;
+	if (overflow)
+		return INT_OUT_OF_RANGE;
+	*out = neg ? (int64_t) (0 - v) : (int64_t) v;
+	return INT_OK;
 }
 
 /* Match a month or weekday name prefix; returns index or -1. */
@@ -157,8 +185,9 @@ static bool
 parse_value(const FieldSpec *f, const char *s, size_t len, int lo,
 			int *out, AcCronResult *res)
 {
-	long		v = -1;
+	int64_t		v = -1;
 	bool		named = false;
+	IntParse	p = INT_OK;
 
 	if (f->mode == MODE_MONTH)
 	{
@@ -180,7 +209,9 @@ parse_value(const FieldSpec *f, const char *s, size_t len, int lo,
 			named = true;
 		}
 	}
-	if (!named && !parse_int(s, len, &v))
+	if (!named)
+		p = parse_int(s, len, &v);
+	if (p == INT_NOT_A_NUMBER)
 	{
 		if (f->mode == MODE_MONTH)
 			return cron_fail(res, "%s field: \"%.*s\" is not a number or a month name",
@@ -191,7 +222,7 @@ parse_value(const FieldSpec *f, const char *s, size_t len, int lo,
 		return cron_fail(res, "%s field: \"%.*s\" is not a number",
 						 f->name, (int) len, s);
 	}
-	if (v < lo || v > f->max)
+	if (p == INT_OUT_OF_RANGE || v < lo || v > f->max)
 	{
 		if (lo > f->min)
 			return cron_fail(res, "%s field: range end \"%.*s\" is before its start or out of range %d-%d",
@@ -215,51 +246,135 @@ count_char(const char *s, size_t len, char c)
 	return n;
 }
 
-/* Append one range to the compiled spec. */
+/*
+ * Give each field of the spec room for up to cap[f] ranges in the shared
+ * buffer.  On allocation failure the spec is marked overflow and false
+ * returned: the expression is still checked, only not compiled.
+ */
+static bool
+reserve_ranges(AcCronSpec *spec, const size_t *cap)
+{
+	size_t		total = 0;
+	size_t		off = 0;
+
+	for (int f = 0; f < AC_NUM_FIELDS; f++)
+	{
+		if (cap[f] > (size_t) INT32_MAX || total + cap[f] > SIZE_MAX / sizeof(AcCronRange) / 2)
+		{
+			spec->overflow = true;
+			return false;
+		}
+		total += cap[f];
+	}
+	if (total > range_pool_cap ||
+		(range_pool_cap > RANGE_POOL_KEEP && total <= RANGE_POOL_KEEP))
+	{
+		size_t		want = total > RANGE_POOL_KEEP / 4 ? total : RANGE_POOL_KEEP / 4;
+
+		free(range_pool);
+		range_pool = malloc(want * sizeof(AcCronRange));
+		range_pool_cap = range_pool ? want : 0;
+		if (range_pool == NULL)
+		{
+			spec->overflow = true;
+			return false;
+		}
+	}
+	for (int f = 0; f < AC_NUM_FIELDS; f++)
+	{
+		spec->ranges[f] = range_pool + off;
+		spec->nranges[f] = 0;
+		field_cap[f] = (int) cap[f];
+		off += cap[f];
+	}
+	return true;
+}
+
+/*
+ * Append one range to the compiled spec, in the form DescribeSchedule
+ * shows: Temporal drops an end equal to the start and a step of 1 and then
+ * fills both back in (CleanSpec), so a range always has its end and a step
+ * of at least 1.
+ */
 static void
 add_range(AcCronSpec *spec, AcCronField f, int start, int end, int step)
 {
 	int			n = spec->nranges[f];
 
-	if (n >= AC_CRON_MAX_RANGES)
+	if (spec->overflow || n >= field_cap[f])
 	{
 		spec->overflow = true;
 		return;
 	}
 	spec->ranges[f][n].start = start;
-	spec->ranges[f][n].end = end;
-	spec->ranges[f][n].step = step;
+	spec->ranges[f][n].end = end < start ? start : end;
+	spec->ranges[f][n].step = step == 0 ? 1 : step;
 	spec->nranges[f] = n + 1;
 }
 
 /*
- * Record the range of one element as Temporal compiles it.  A year of "*"
- * is no range at all.  Day-of-week 7 is Sunday: a range that reaches 7
- * becomes a range for Sunday (0) followed by the rest capped at 6, unless
- * it starts at 0 already.
+ * Record the range of one element as Temporal compiles it (makeRange in
+ * service/worker/scheduler/calendar.go).  Day-of-week 7 is Sunday: when 7
+ * is one of the values and the range does not start at 0 or 1 with step 1,
+ * Temporal adds a range for Sunday (0) first; either way the range is then
+ * capped at 6, and 7 alone becomes just the 0.  (So "1-7" compiles to 1-6,
+ * without Sunday: that is what Temporal runs.)  The step is compared as the
+ * 64-bit value parsed but stored in 32 bits, as Temporal's int32 Range.step.
  */
 static void
 compile_part(const FieldSpec *f, AcCronSpec *spec, int start, int end,
-			 int step, bool star, bool has_step)
+			 int64_t step)
 {
 	if (spec == NULL)
 		return;
-	if (f->idx == AC_FIELD_YEAR && star && !has_step)
-		return;
 	if (f->mode == MODE_DOW && end == 7)
 	{
-		bool		hits7 = (7 - start) % step == 0;
-
-		if (start == 7)
+		if ((7 - start) % step == 0 && (step > 1 || start > 1))
 		{
 			add_range(spec, f->idx, 0, 0, 1);
-			return;
+			if (start == 7)
+				return;
 		}
-		if (hits7 && start > 0)
-			add_range(spec, f->idx, 0, 0, 1);
 		end = 6;
 	}
-	add_range(spec, f->idx, start, end, step);
+	add_range(spec, f->idx, start, end, (int32_t) (uint32_t) (uint64_t) step);
+}
+
+/*
+ * Parse the step after "/" as Temporal does: a 64-bit integer of at least
+ * 1, then stored in 32 bits.  A step whose low 32 bits read as a negative
+ * int32 (2147483648 to 4294967295, and so on every 2^32) is refused by
+ * Temporal's spec validation; one whose low 32 bits are 0 or positive is
+ * accepted and runs with that step (0 meaning 1), which is noted in
+ * res->wrapped_step.
+ */
+static bool
+parse_step(const FieldSpec *f, const char *s, size_t len, int64_t *step,
+		   AcCronResult *res)
+{
+	int32_t		stored;
+
+	switch (parse_int(s, len, step))
+	{
+		case INT_OK:
+			break;
+		case INT_OUT_OF_RANGE:
+			return cron_fail(res, "%s field: step \"%.*s\" is out of range (Temporal parses a step as a 64-bit integer)",
+							 f->name, (int) len, s);
+		default:
+			return cron_fail(res, "%s field: step \"%.*s\" is not a number",
+							 f->name, (int) len, s);
+	}
+	if (*step < 1)
+		return cron_fail(res, "%s field: step %lld must be at least 1",
+						 f->name, (long long) *step);
+	stored = (int32_t) (uint32_t) (uint64_t) *step;
+	if (stored < 0)
+		return cron_fail(res, "%s field: step %lld is too large (Temporal keeps the low 32 bits of a step, which must be at most 2147483647)",
+						 f->name, (long long) *step);
+	if (*step > INT32_MAX && res->wrapped_step == 0)
+		res->wrapped_step = *step;
+	return true;
 }
 
 /* Check one comma-separated element: *, x, x-z, with optional /step. */
@@ -269,7 +384,7 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 	size_t		body = len;
 	int			start;
 	int			end;
-	long		step = 1;
+	int64_t		step = 1;
 	bool		has_step = false;
 
 	if (count_char(s, len, '/') > 0)
@@ -280,23 +395,13 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 			return cron_fail(res, "%s field: \"%.*s\" has more than one \"/\"",
 							 f->name, (int) len, s);
 		body = (size_t) (slash - s);
-		if (!parse_int(slash + 1, len - body - 1, &step))
-			return cron_fail(res, "%s field: step \"%.*s\" is not a number",
-							 f->name, (int) (len - body - 1), slash + 1);
-		if (step < 1)
-			return cron_fail(res, "%s field: step %ld must be at least 1",
-							 f->name, step);
-		if (step > INT_MAX)
-		{
-			if (res->spec)
-				res->spec->overflow = true;
-			step = INT_MAX;
-		}
+		if (!parse_step(f, slash + 1, len - body - 1, &step, res))
+			return false;
 		has_step = true;
 	}
 	if (body == 1 && s[0] == '*')
 	{
-		compile_part(f, res->spec, f->min, f->max, (int) step, true, has_step);
+		compile_part(f, res->spec, f->min, f->max, step);
 		return true;
 	}
 	if (count_char(s, body, '-') > 0)
@@ -318,7 +423,10 @@ check_part(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 			return false;
 		end = has_step ? f->max : start;
 	}
-	compile_part(f, res->spec, start, end, (int) step, false, has_step);
+	/* Temporal's Sunday rule leaves 7 out of "1-7" (see compile_part) */
+	if (f->mode == MODE_DOW && start == 1 && end == 7 && step == 1)
+		res->sunday_dropped = true;
+	compile_part(f, res->spec, start, end, step);
 	return true;
 }
 
@@ -327,6 +435,10 @@ static bool
 check_field(const FieldSpec *f, const char *s, size_t len, AcCronResult *res)
 {
 	size_t		pos = 0;
+
+	/* a year of "*" alone is no range at all (an element "*" is 2000-2100) */
+	if (f->idx == AC_FIELD_YEAR && len == 1 && s[0] == '*')
+		return true;
 
 	for (;;)
 	{
@@ -610,6 +722,19 @@ cron_parse(const char *expr, AcCronResult *res, AcCronSpec *spec)
 		order[3] = &field_month;
 		order[4] = &field_dow;
 		order[5] = &field_year;
+	}
+	if (res->spec)
+	{
+		size_t		cap[AC_NUM_FIELDS] = {0};
+
+		/* one range per element, two for a day-of-week reaching 7 */
+		for (int i = 0; i < nfields; i++)
+			cap[order[i]->idx] = ((size_t) count_char(fields[i], flens[i], ',') + 1) *
+				(order[i]->mode == MODE_DOW ? 2 : 1);
+		if (nfields < 7)
+			cap[AC_FIELD_SECOND] = 1;
+		if (!reserve_ranges(res->spec, cap))
+			res->spec = NULL;
 	}
 	for (int i = 0; i < nfields; i++)
 		if (!check_field(order[i], fields[i], flens[i], res))

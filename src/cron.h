@@ -36,8 +36,6 @@ typedef enum AcCronField
 	AC_NUM_FIELDS
 } AcCronField;
 
-#define AC_CRON_MAX_RANGES 128
-
 typedef struct AcCronRange
 {
 	int			start;
@@ -47,13 +45,15 @@ typedef struct AcCronRange
 
 /*
  * The structured calendar Temporal compiles a cron expression into, range
- * by range, as DescribeSchedule shows it.
+ * by range, as DescribeSchedule shows it.  Temporal keeps every element of
+ * a field (duplicates too), so the ranges live in a buffer owned by cron.c
+ * that grows as needed: they stay valid until the next ac_cron_compile().
  */
 typedef struct AcCronSpec
 {
 	int			nranges[AC_NUM_FIELDS];
-	AcCronRange ranges[AC_NUM_FIELDS][AC_CRON_MAX_RANGES];
-	bool		overflow;		/* more ranges than we keep */
+	AcCronRange *ranges[AC_NUM_FIELDS];
+	bool		overflow;		/* out of memory: no prediction */
 	bool		has_comment;
 	char		comment[AC_CRON_MAX_COMMENT + 1];
 } AcCronSpec;
@@ -68,6 +68,8 @@ typedef struct AcCronResult
 	int			tz_len;			/* 0 when there is no prefix */
 	int			body_offset;	/* where the schedule starts after a prefix */
 	bool		comment_glued;	/* '#' right after a value, as in Quartz 1#2 */
+	int64_t		wrapped_step;	/* a step Temporal keeps only 32 bits of, or 0 */
+	bool		sunday_dropped; /* day-of-week "1-7": Temporal runs 1-6 */
 	char		error[256];
 	AcCronSpec *spec;			/* if set by the caller, filled in */
 } AcCronResult;

@@ -6,9 +6,11 @@
  * Validates trigger_type and trigger_config, refusing bad input at the
  * statement with SQLSTATE 22023, a message naming the field and a hint, and
  * rewrites trigger_config into its normal form (defaults filled in, the time
- * zone spelled canonically, a CRON_TZ= prefix moved into "timezone").  It
- * also keeps updated_at current.  Also home of ac_check_cron(), the same
- * cron check callable from SQL.
+ * zone spelled canonically, a CRON_TZ= prefix moved into "timezone").  The
+ * task_queue, workflow_type and event_type must also pass the identifier
+ * limits of Temporal and NATS (limits.c).  It also keeps updated_at
+ * current.  Also home of ac_check_cron(), the same cron check callable
+ * from SQL.
  *
  * IDENTIFICATION
  *	  src/validate.c
@@ -183,6 +185,54 @@ RequireString(ConfigKey *key, const char *trigger_type, const char *example,
 	return StringValue(&key->value);
 }
 
+/*
+ * Refuse a value that one of the identifier checks of limits.c found a
+ * problem with; short values are quoted in the message.
+ */
+static void
+RefuseValue(const char *field, const char *value, const char *problem,
+			const char *hint)
+{
+	if (value[0] == '\0' || strlen(value) > 64)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s", field, problem),
+				 errhint("%s", hint)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s \"%s\" %s", field, value, problem),
+			 errhint("%s", hint)));
+}
+
+/*
+ * Read an integer key: any JSON number whose value is an integer from min
+ * to max (100, 1e2 and 100.0 alike), else one error naming the key.
+ */
+static int
+ConfigInteger(ConfigKey *key, int min, int max, const char *hint)
+{
+	JsonbValue *v = &key->value;
+
+	if (v->type == jbvNumeric)
+	{
+		Datum		num = NumericGetDatum(v->val.numeric);
+		Datum		lo = DirectFunctionCall1(int4_numeric, Int32GetDatum(min));
+		Datum		hi = DirectFunctionCall1(int4_numeric, Int32GetDatum(max));
+		Datum		floor = DirectFunctionCall1(numeric_floor, num);
+
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, lo)) >= 0 &&
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, hi)) <= 0 &&
+			DatumGetInt32(DirectFunctionCall2(numeric_cmp, num, floor)) == 0)
+			return DatumGetInt32(DirectFunctionCall1(numeric_int4, num));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("trigger_config.%s must be an integer from %d to %d",
+					key->name, min, max),
+			 errhint("%s", hint)));
+	return 0;					/* keep the compiler quiet */
+}
+
 /* Check a time zone name and return its canonical spelling. */
 static const char *
 CheckTimezone(const char *name, const char *field)
@@ -234,27 +284,8 @@ NormaliseCron(Jsonb *config)
 	tz = RequireString(&keys[1], "cron", example, false);
 	policy = RequireString(&keys[2], "cron", example, false);
 	if (keys[3].present)
-	{
-		JsonbValue *v = &keys[3].value;
-		int64		runs = -1;
-
-		if (v->type == jbvNumeric)
-		{
-			char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-																  NumericGetDatum(v->val.numeric)));
-			char	   *end;
-			long		l = strtol(text, &end, 10);
-
-			if (*end == '\0' && end != text)
-				runs = l;
-		}
-		if (runs < 1 || runs > 1000)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("trigger_config.max_catchup_runs must be an integer from 1 to 1000"),
-					 errhint("It caps how many missed fire times a catchup backfill starts; the default is 100.")));
-		max_catchup = (int) runs;
-	}
+		max_catchup = ConfigInteger(&keys[3], 1, 1000,
+									"It caps how many missed fire times a catchup backfill starts; the default is 100.");
 
 	if (!ac_cron_check(expr, &res))
 		ereport(ERROR,
@@ -262,6 +293,21 @@ NormaliseCron(Jsonb *config)
 				 errmsg("invalid trigger_config.cron_expression \"%s\": %s",
 						expr, res.error),
 				 errhint(CRON_HINT)));
+
+	if (res.wrapped_step != 0)
+		ereport(WARNING,
+				(errmsg("step %lld in trigger_config.cron_expression \"%s\" is larger than Temporal keeps",
+						(long long) res.wrapped_step, expr),
+				 errdetail("Temporal stores a step in 32 bits: it runs this one with step %d.",
+						   (int32) (uint32) (uint64) res.wrapped_step == 0 ? 1 :
+						   (int32) (uint32) (uint64) res.wrapped_step),
+				 errhint("Use a step from 1 to 2147483647.")));
+
+	if (res.sunday_dropped)
+		ereport(WARNING,
+				(errmsg("Temporal leaves Sunday out of day-of-week \"1-7\" in trigger_config.cron_expression \"%s\"", expr),
+				 errdetail("Temporal compiles 1-7 to 1-6, Monday to Saturday."),
+				 errhint("Write \"*\" or \"0-6\" for every day of the week.")));
 
 	if (res.comment_glued)
 		ereport(WARNING,
@@ -316,41 +362,6 @@ NormaliseCron(Jsonb *config)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
-/* Check that an event type can follow "<prefix>." in a NATS subject. */
-static void
-CheckEventType(const char *type)
-{
-	const char *p;
-	bool		token_start = true;
-
-	if (type[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("trigger_config.event_type must not be empty"),
-				 errhint("For example {\"event_type\": \"order.created\"}.")));
-	for (p = type; *p; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c == '.')
-		{
-			if (token_start)
-				break;
-			token_start = true;
-			continue;
-		}
-		if (c <= ' ' || c == '*' || c == '>' || c == 0x7f)
-			break;
-		token_start = false;
-	}
-	if (*p != '\0' || token_start)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("trigger_config.event_type \"%s\" is not a valid subject suffix", type),
-				 errhint("Events are published to activity.<event_type>: use dot-separated tokens "
-						 "without spaces, \"*\" or \">\", such as \"order.created\".")));
-}
-
 /* Validate and normalise the configuration of an event definition. */
 static Jsonb *
 NormaliseEvent(Jsonb *config)
@@ -362,7 +373,15 @@ NormaliseEvent(Jsonb *config)
 
 	ReadConfig(config, "event", keys, lengthof(keys), example);
 	type = RequireString(&keys[0], "event", example, true);
-	CheckEventType(type);
+	{
+		char	   *problem = AcEventTypeProblem(type);
+
+		if (problem)
+			RefuseValue("trigger_config.event_type", type, problem,
+						"Events are published to <subject_prefix>.<event_type>: use at most 255 bytes of "
+						"dot-separated tokens without spaces, control characters, \"*\" or \">\", "
+						"such as \"order.created\".");
+	}
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -410,6 +429,28 @@ RequireNonEmpty(HeapTuple tuple, TupleDesc desc, const char *column)
 				 errmsg("%s must not be empty", column)));
 }
 
+/* Refuse a text column that check (from limits.c) finds a problem with. */
+static void
+CheckColumn(HeapTuple tuple, TupleDesc desc, const char *column,
+			char *(*check) (const char *), const char *hint)
+{
+	int			attnum = SPI_fnumber(desc, column);
+	bool		isnull;
+	Datum		d;
+	char	   *value;
+	char	   *problem;
+
+	if (attnum <= 0)
+		return;
+	d = heap_getattr(tuple, attnum, desc, &isnull);
+	if (isnull)
+		return;
+	value = TextDatumGetCString(d);
+	problem = check(value);
+	if (problem)
+		RefuseValue(column, value, problem, hint);
+}
+
 /*
  * Trigger function: validate trigger_type and trigger_config, store the
  * normal form of trigger_config and maintain updated_at.
@@ -454,8 +495,12 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 				 errmsg("ac_definitions_validate needs columns trigger_type and trigger_config")));
 
 	RequireNonEmpty(tuple, desc, "name");
-	RequireNonEmpty(tuple, desc, "workflow_type");
-	RequireNonEmpty(tuple, desc, "task_queue");
+	CheckColumn(tuple, desc, "workflow_type", AcWorkflowTypeProblem,
+				"Temporal refuses a workflow type name that is empty or longer than "
+				"limit.maxIDLength (1000 bytes by default).");
+	CheckColumn(tuple, desc, "task_queue", AcTaskQueueProblem,
+				"A Temporal task queue name is 1 to 1000 bytes (limit.maxIDLength), does not start with "
+				"\"/_sys/\" and is not \"temporal-sys-per-ns-tq\"; workers poll it by this name.");
 
 	{
 		Datum		d = heap_getattr(tuple, type_att, desc, &isnull);

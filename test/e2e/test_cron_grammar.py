@@ -39,16 +39,41 @@ FIXED = [
     "CRON_TZ=Mars/Olympus 0 0 * * *", "CRON_TZ=UTC", "TZ=America/New_York 30 9 * * 1-5",
     "0 0 * * * # " + "x" * 200, "0 0 * * * # " + "x" * 201,
     "0\t0 * * *", "0  0  *  *  *",
+    # steps: Temporal parses 64 bits, keeps the low 32 in Range.step and
+    # refuses a negative result; 0 (2^32) runs as step 1
+    "*/2147483647 * * * *", "*/2147483648 * * * *", "*/4294967295 * * * *",
+    "*/4294967296 * * * *", "*/4294967297 * * * *", "*/4294967301 * * * *",
+    "*/6442450944 * * * *", "*/9223372036854775807 * * * *", "*/9223372036854775808 * * * *",
+    "*/-9223372036854775808 * * * *", "*/0004294967296 * * * *", "5/4294967296 * * * *",
+    "0 0 * * 0-7/4294967296", "0 0 * * 0-7/4294967303", "0 0 * * 7/4294967296",
+    "0 0 * * 1-7/4294967298", "0 0 * * * */4294967300", "0 0 * * * */2147483648",
+    "0 0 0 * * * */4294967297", "*/3000000000 * * * * * *",
+    "99999999999999999999 * * * *", "0-99999999999999999999 * * * *",
+    "0 0 * * 1-99999999999999999999",
+    # day-of-week 7 (Sunday) in ranges, as Temporal rewrites them
+    "0 0 * * 1-7", "0 0 * * mon-7", "0 0 * * 1/1", "0 0 * * 0-7/7", "0 0 * * 1-7/3",
+    "0 0 * * 1-7/6", "0 0 * * 7-7", "0 0 * * 6-7", "0 0 * * 2-7/5", "0 0 * * 7,7",
+    # a "*" element of a year list is a range, a year of "*" alone is none
+    "0 0 * * * *,2030", "0 0 * * * 2030,*", "0 0 * * * *,*", "0 0 * * * */4",
+    # fields of many elements: Temporal keeps every one, duplicates too
+    ",".join(str(i % 60) for i in range(129)) + " * * * *",
+    ",".join(str(i % 60) for i in range(1000)) + " * * * *",
+    "0 " + ",".join(str(i % 60) for i in range(300)) + " * * * * *",
+    "0 0 * * " + ",".join(["1-7/2"] * 150),
+    "0 0 " + ",".join(["1-31/2"] * 200) + " * *",
+    "0 0 * * * " + ",".join(str(2000 + i % 101) for i in range(300)),
 ]
 
 FIELD_TOKENS = {
     "sec": ["*", "0", "59", "60", "*/15", "10-20", "5/10", "0,30", "x"],
-    "min": ["*", "0", "59", "60", "-1", "*/5", "*/0", "10-5", "5-10/2", "7/20", "1,2,3", "a"],
+    "min": ["*", "0", "59", "60", "-1", "*/5", "*/0", "10-5", "5-10/2", "7/20", "1,2,3", "a",
+            "*/4294967296", "*/2147483648", "1-5/4294967299"],
     "hour": ["*", "0", "23", "24", "9-17", "*/2", "17-9", "0,12"],
     "dom": ["*", "1", "31", "0", "32", "1-15", "*/7", "L", "15W", "1,15"],
     "month": ["*", "1", "12", "0", "13", "jan", "DEC", "ja", "feb-apr", "mar-jan", "*/3", "sept"],
-    "dow": ["*", "0", "7", "8", "mon", "mo", "m", "MON-FRI", "sat-sun", "fri-7", "*/2", "1#2", "sun,sat"],
-    "year": ["*", "2000", "2100", "1999", "2101", "2026-2030", "2030-2026", "*/4"],
+    "dow": ["*", "0", "7", "8", "mon", "mo", "m", "MON-FRI", "sat-sun", "fri-7", "*/2", "1#2", "sun,sat",
+            "1-7", "0-7/7", "3-7/4294967296"],
+    "year": ["*", "2000", "2100", "1999", "2101", "2026-2030", "2030-2026", "*/4", "*/2147483648"],
 }
 
 
@@ -151,3 +176,29 @@ def test_valid_expression_is_stored(conn, expr):
     conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
                  "VALUES (%s, 'cron', jsonb_build_object('cron_expression', %s::text))", (name, expr))
     conn.execute("DELETE FROM ac_activity_definitions WHERE name = %s", (name,))
+
+
+@pytest.mark.parametrize("expr", [
+    ",".join(str(i % 60) for i in range(200)) + " 9 * * *",
+    "*/4294967301 * * * *",
+    "0 0 * * 1-7",
+    "0 0 * * 0-7/7",
+    "0 0 * * * *,2030",
+], ids=["200-elements", "wrapped-step", "dow-1-7", "dow-0-7-step-7", "year-star-element"])
+def test_compiled_calendar_is_in_sync(conn, expr):
+    """Reconcile predicts what Temporal compiled: such a schedule is not drift."""
+    name = "cron-sync-" + uuid.uuid4().hex
+    aid = conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+                       "VALUES (%s, 'cron', jsonb_build_object('cron_expression', %s::text)) RETURNING id::text",
+                       (name, expr)).fetchone()[0]
+    try:
+        assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
+        row = conn.execute("SELECT in_sync, drift FROM ac_schedules() WHERE activity_id = %s",
+                           (aid,)).fetchone()
+        assert row == (True, None), row
+        actions = conn.execute("SELECT action, detail FROM ac_sync_schedules() WHERE activity_id = %s",
+                               (aid,)).fetchall()
+        assert actions == [], actions
+    finally:
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+        conn.execute("SELECT ac_wait_sync('30s')")

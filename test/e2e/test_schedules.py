@@ -617,8 +617,16 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
     assert status == 400 and body.get("code") == 3, (status, body)
     refusal = body["message"]
 
-    bad = insert_cron(conn, unique("refused"), "0 1 * * *", workflow_type=long_type)
+    # the definitions trigger refuses it at the statement now: write it past
+    # the trigger, in the same transaction, as an older row could hold it
+    with conn.transaction():
+        bad = insert_cron(conn, unique("refused"), "0 1 * * *")
+        conn.execute("ALTER TABLE ac_activity_definitions DISABLE TRIGGER ac_definitions_validate")
+        conn.execute("UPDATE ac_activity_definitions SET workflow_type = %s WHERE id = %s", (long_type, bad))
+        conn.execute("ALTER TABLE ac_activity_definitions ENABLE TRIGGER ac_definitions_validate")
     defs.append(bad)
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("UPDATE ac_activity_definitions SET workflow_type = %s WHERE id = %s", (long_type, bad))
 
     def refused():
         st = sync_status(conn, bad)
