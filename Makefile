@@ -35,6 +35,13 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 DATA = $(wildcard src/$(EXTENSION)--*.sql)
 EXTRA_CLEAN = $(EXTENSION)--*.sql
 
+# pg_regress: every file of sql/, against expected/.  `make installcheck`
+# runs them against an installed server (the library preloaded or not; the
+# suite needs neither Temporal nor NATS).  test/run.sh runs them the same
+# way on the test stack, with CONTRIB_TESTDB and EXTRA_REGRESS_OPTS set.
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=.
+
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -DAC_VERSION=\"$(EXTVERSION)\"
 SHLIB_LINK = -lcurl -ljansson $(shell pkg-config --libs libnats)

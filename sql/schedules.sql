@@ -1,4 +1,4 @@
--- Schedule intents, the cron spec prediction and privileges.
+-- Schedule intents and the cron spec prediction.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS activity_core;
 RESET client_min_messages;
@@ -52,10 +52,6 @@ SELECT ac_cron_spec('@every 1d/2h');
 SELECT ac_cron_spec('@weekly');
 SELECT ac_cron_spec('61 * * * *');
 
--- nothing that reaches Temporal is executable by PUBLIC
-SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_can_execute
-FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
-JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'activity_core'
-ORDER BY p.proname;
+-- (who may execute what: security.sql)
 
 DELETE FROM ac_activity_definitions;

@@ -24,22 +24,21 @@ source "$STATE/stack.env"
 status=0
 
 # pg_regress runs as the postgres account on a copy of the test files, so
-# the checkout itself may stay unreadable to that account.
+# the checkout itself may stay unreadable to that account: `make
+# installcheck`, as a packager runs it, in the database the workers serve.
 REGRESS_DIR=$(dirname "$AC_PG_DATA")/regress
 rm -rf "$REGRESS_DIR"
 mkdir -p "$REGRESS_DIR"
-cp -r "$REPO/sql" "$REPO/expected" "$REGRESS_DIR/"
+cp -r "$REPO/sql" "$REPO/expected" "$REPO/Makefile" "$REPO/activity_core.control" "$REGRESS_DIR/"
 chown -R postgres "$REGRESS_DIR" 2>/dev/null || true
 # AC_REGRESS="a b" runs only those pg_regress files ("none": none)
 tests=${AC_REGRESS:-$(cd "$REPO/sql" && ls *.sql | sed 's/\.sql$//' | sort)}
 [ "$tests" = none ] && tests=
-echo "== pg_regress: $(echo $tests | wc -w) files"
-# shellcheck disable=SC2086
+echo "== pg_regress (make installcheck): $(echo $tests | wc -w) files"
 if [ -n "$tests" ] && ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
-	"$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
-	--bindir="$("$PG_CONFIG" --bindir)" --inputdir=. --outputdir=. \
-	--use-existing --dbname="$PGDATABASE" --host="$PGHOST" --port="$PGPORT" \
-	--user=postgres $tests); then
+	env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
+	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS="$tests" \
+	CONTRIB_TESTDB="$PGDATABASE" EXTRA_REGRESS_OPTS=--use-existing); then
 	status=1
 	cat "$REGRESS_DIR/regression.diffs" || true
 	cp "$REGRESS_DIR/regression.diffs" "$REPO/regression.diffs" 2>/dev/null || true

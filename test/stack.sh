@@ -182,6 +182,7 @@ write_env() {
     printf 'export AC_STATE=%q\n' "$STATE"
     printf 'export AC_METRICS_URL=%q\n' "http://127.0.0.1:$METRICS/metrics"
     printf 'export AC_PG_DATA=%q\n' "$PG_BASE/data"
+    printf 'export AC_PGBIN=%q\n' "$PGBIN"
     printf 'export AC_PG_LOG=%q\n' "$PG_BASE/postgres.log"
     printf 'export AC_PG_EXTRA_CONF=%q\n' "$PG_BASE/data/activity_core.conf"
     printf 'export AC_TEMPORAL_URL=%q\n' "http://127.0.0.1:$T_HTTP"

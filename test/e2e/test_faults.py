@@ -36,7 +36,7 @@ load_stack_env()
 STATE = state_dir()
 PG_DATA = os.environ.get("AC_PG_DATA") or f"{STATE}/pg/data"
 PG_LOG = pg_log()
-PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
+PG_CTL = os.path.join(os.environ.get("AC_PGBIN", "/usr/lib/postgresql/15/bin"), "pg_ctl")
 TEMPORAL_PIDFILE = Path(STATE) / "temporal" / "temporal.pid"
 DISPATCHER = "activity_core dispatcher"
 QUERY_CANCELED = "57014"

@@ -12,8 +12,9 @@ import pytest
 
 from conftest import TEMPORAL_URL, temporal
 
-PGBIN = "/usr/lib/postgresql/15/bin"
-PORT = int(os.environ.get("AC_NOPRELOAD_PORT", "5496"))
+# the same PostgreSQL as the stack's, on a port beside it
+PGBIN = os.environ.get("AC_PGBIN", "/usr/lib/postgresql/15/bin")
+PORT = int(os.environ.get("AC_NOPRELOAD_PORT", str(int(os.environ.get("PGPORT", "5498")) - 2)))
 
 
 def as_postgres(*cmd):
