@@ -57,7 +57,7 @@ include $(PGXS)
 else
 .DEFAULT_GOAL := all
 all install installcheck:
-	@echo "pg_config not found ($(PG_CONFIG)): run 'make test' or 'make demo', which install PostgreSQL 15 and its headers" >&2
+	@echo "pg_config not found ($(PG_CONFIG)): run 'make test' or 'make demo', which fetch PostgreSQL and its headers" >&2
 	@exit 1
 endif
 
@@ -68,9 +68,9 @@ $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
 .PHONY: test demo stop
-# PG=<major> (14 to 18) runs against that PostgreSQL; default Debian's 15
+# PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
-	PG="$(PG)" bash test/run.sh
+	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
 
 demo:
 	PG="$(PG)" bash test/demo.sh

@@ -9,7 +9,7 @@ export AC_PG_PORT=5497 AC_TEMPORAL_PORT=27333 AC_TEMPORAL_HTTP_PORT=27343 \
 	AC_TEMPORAL_UI_PORT=28333 AC_NATS_PORT=24222 AC_NATS_MON_PORT=28222 AC_METRICS_PORT=29090
 
 bash "$REPO/test/stack.sh" deps
-PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-18}")}
 export PG_CONFIG
 bash "$REPO/test/build.sh" "$PG_CONFIG"
 bash "$REPO/test/stack.sh" clean "$STATE" >/dev/null 2>&1 || true

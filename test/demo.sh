@@ -9,7 +9,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$REPO/.local/demo
 
 bash "$REPO/test/stack.sh" deps
-PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-18}")}
 export PG_CONFIG
 bash "$REPO/test/build.sh" "$PG_CONFIG"
 # a restart picks up a freshly installed library

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make test: install what is needed, build and install the extension, start
 # the real stack (PostgreSQL, Temporal dev server, NATS JetStream) in test
-# mode (PG=<major> picks the PostgreSQL, default Debian's 15), run pg_regress (sql/, expected/) and every pytest suite under test/,
-# stop the stack, and exit non-zero on any failure.
+# mode, run pg_regress (sql/, expected/) and every pytest suite under test/,
+# stop the stack, and exit non-zero on any failure.  PG=<major> (14 to 18,
+# default 18) picks the PostgreSQL.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,8 +11,8 @@ STATE=${AC_TEST_STATE:-$REPO/.local/test}
 t0=$(date +%s)
 
 bash "$REPO/test/stack.sh" deps
-# PG=<major> picks the server (test/pg.sh fetches it); default Debian's 15
-PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-15}")}
+# PG=<major> picks the server (test/pg.sh fetches it); default 18, the newest
+PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-18}")}
 export PG_CONFIG
 bash "$REPO/test/build.sh" "$PG_CONFIG"
 
@@ -34,6 +35,7 @@ chown -R postgres "$REGRESS_DIR" 2>/dev/null || true
 # AC_REGRESS="a b" runs only those pg_regress files ("none": none)
 tests=${AC_REGRESS:-$(cd "$REPO/sql" && ls *.sql | sed 's/\.sql$//' | sort)}
 [ "$tests" = none ] && tests=
+tests=$(echo $tests)
 echo "== pg_regress (make installcheck): $(echo $tests | wc -w) files"
 if [ -n "$tests" ] && ! (cd "$REGRESS_DIR" && runuser -u postgres -- \
 	env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres \
