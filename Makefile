@@ -76,4 +76,4 @@ demo:
 	PG="$(PG)" bash test/demo.sh
 
 stop:
-	bash test/stack.sh stop .local
+	bash test/stack.sh stop .local/demo

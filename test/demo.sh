@@ -9,6 +9,11 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$REPO/.local/demo
 
 bash "$REPO/test/stack.sh" deps
+# a demo cluster made earlier keeps the PostgreSQL it was made with, unless PG says otherwise
+if [ -z "${PG:-}" ] && [ -z "${PG_CONFIG:-}" ] && [ -f "$STATE/stack.conf" ]; then
+	old_bin=$(. "$STATE/stack.conf"; echo "${PGBIN:-/usr/lib/postgresql/15/bin}")
+	[ -x "$old_bin/pg_config" ] && PG_CONFIG=$old_bin/pg_config
+fi
 PG_CONFIG=${PG_CONFIG:-$(bash "$REPO/test/pg.sh" "${PG:-18}")}
 export PG_CONFIG
 bash "$REPO/test/build.sh" "$PG_CONFIG"
@@ -19,11 +24,12 @@ bash "$REPO/test/stack.sh" worker-start "$STATE"
 # shellcheck disable=SC1091
 source "$STATE/stack.env"
 
-# a demo database left by an older build gets the extension afresh
-sum=$(md5sum "$REPO"/activity_core--*.sql | md5sum | cut -d' ' -f1)
-if [ "$(cat "$STATE/extension.sum" 2>/dev/null)" != "$sum" ]; then
-	psql -X -q -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS activity_core CASCADE"
-	echo "$sum" >"$STATE/extension.sum"
+# a demo database made by an older release is upgraded, never dropped
+installed=$(psql -X -tAc "SELECT extversion FROM pg_extension WHERE extname = 'activity_core'")
+if [ -n "$installed" ]; then
+	psql -X -q -v ON_ERROR_STOP=1 -c "ALTER EXTENSION activity_core UPDATE"
+	now=$(psql -X -tAc "SELECT extversion FROM pg_extension WHERE extname = 'activity_core'")
+	[ "$installed" = "$now" ] || echo "activity_core upgraded from $installed to $now; the definitions are kept"
 fi
 psql -X -q -v ON_ERROR_STOP=1 -f "$REPO/examples/demo.sql"
 

@@ -360,6 +360,12 @@ start_pg() {
   local data=$PG_BASE/data conf=$PG_BASE/data/postgresql.conf logf=$PG_BASE/postgres.log tmp
   local initdb_args=(-D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8)
   if [ "$MODE" = test ]; then initdb_args+=(--no-sync); fi
+  local made want
+  if [ -s "$data/PG_VERSION" ]; then
+    made=$(cat "$data/PG_VERSION")
+    want=$("$PGBIN/postgres" --version | sed -n 's/.* \([0-9][0-9]*\)\..*/\1/p')
+    [ "$made" = "$want" ] || die "the cluster in $data was made by PostgreSQL $made, not $want: use PG=$made, or 'bash test/stack.sh clean $STATE' to start afresh (it deletes the cluster)"
+  fi
   if [ ! -s "$data/PG_VERSION" ]; then
     note "initdb $data"
     rm -rf "$data"
