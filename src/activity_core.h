@@ -125,6 +125,12 @@ extern void AcReconcileInWorker(const char *schema);
 extern int	AcDrainOutbox(const char *schema, int limit);
 extern int	AcDrainStarts(const char *schema, int limit);
 
+/* Worker transactions (worker_xact.c) */
+typedef void (*AcRowFn) (void *arg);
+typedef void (*AcEachRowFn) (int i, void *arg);
+extern char *AcTryInSubxact(AcRowFn fn, void *arg);
+extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
+
 /* JSON value type names for messages (validate.c) */
 struct JsonbValue;
 extern const char *AcJsonTypeName(struct JsonbValue *v);
