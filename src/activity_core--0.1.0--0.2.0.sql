@@ -3,3 +3,6 @@
 
 -- Every change below is also made in activity_core.sql, the 0.2.0 install
 -- script: a fresh install and an upgraded 0.1.0 must have identical catalogs.
+
+-- Workers: an outbox row NATS refuses for good is marked and skipped.
+ALTER TABLE ac_outbox ADD COLUMN error_permanent boolean NOT NULL DEFAULT false;

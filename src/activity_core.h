@@ -100,6 +100,7 @@ typedef struct AcShared
 	pg_atomic_uint32 router_state;
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
+	pg_atomic_uint64 nats_max_payload;	/* the server's max_payload, 0 = unknown */
 	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
 } AcShared;
 
@@ -113,6 +114,8 @@ extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
+extern int64 AcNatsMaxPayload(void);
+extern void AcSetNatsMaxPayload(int64 max_payload);
 
 /* Outbox trigger (outbox.c) */
 extern char *AcExtensionSchema(void);

@@ -254,7 +254,8 @@ CREATE TABLE ac_outbox (
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	attempts integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz,
-	last_error text
+	last_error text,
+	error_permanent boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE ac_outbox IS

@@ -298,17 +298,51 @@ AcNatsSubscribe(AcNats *n, char **error)
 }
 
 /*
+ * Does the error NATS closed the connection with refuse the message itself
+ * ("Maximum Control Line Exceeded", "Maximum Payload Violation")?
+ */
+static bool
+RefusesMessage(const char *text)
+{
+	char		lower[256];
+	int			i;
+
+	for (i = 0; text[i] && i < (int) sizeof(lower) - 1; i++)
+		lower[i] = pg_tolower((unsigned char) text[i]);
+	lower[i] = '\0';
+	return strstr(lower, "control line") != NULL || strstr(lower, "payload") != NULL;
+}
+
+/*
+ * Bytes a message published with this Msg-Id takes against the server's
+ * max_payload: the data plus the header block nats.c sends with it
+ * ("NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n").
+ */
+int64
+AcNatsMessageSize(const char *msg_id, int len)
+{
+	return (int64) len + strlen("NATS/1.0\r\n" "Nats-Msg-Id: " "\r\n" "\r\n") + strlen(msg_id);
+}
+
+/*
  * Publish one message with a Msg-Id (JetStream drops duplicates of it
  * within the stream's window).  Returns NULL on success, else the reason.
+ * *connection_error is set when the connection failed under the publish;
+ * *permanent when NATS refused this message itself (too large, or the
+ * server closed the connection over its control line), so that sending it
+ * again can only fail again.
  */
 char *
 AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
-			  const char *data, int len, bool *connection_error)
+			  const char *data, int len, bool *connection_error, bool *permanent)
 {
 	jsPubOptions po;
 	jsPubAck   *pa = NULL;
 	jsErrCode	jerr = 0;
 	natsStatus	s;
+	natsStatus	last = NATS_OK;
+	bool		closed = false;
+	char		last_text[256] = "";
 	sigset_t	old;
 
 	jsPubOptions_Init(&po);
@@ -316,14 +350,28 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 	po.MaxWait = 1000;
 	BlockSignals(&old);
 	s = js_Publish(&pa, n->js, subject, data, len, &po, &jerr);
-	RestoreSignals(&old);
 	if (pa)
 		jsPubAck_Destroy(pa);
+	if (s != NATS_OK)
+	{
+		const char *t = NULL;
+
+		closed = natsConnection_IsClosed(n->nc);
+		last = natsConnection_GetLastError(n->nc, &t);
+		if (t)
+			strlcpy(last_text, t, sizeof(last_text));
+	}
+	RestoreSignals(&old);
+	/* signals are restored: from here on palloc and elog are safe */
 	*connection_error = (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
 						 s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
 						 s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION ||
 						 s == NATS_NOT_YET_CONNECTED);
-	if (s != NATS_OK)
-		return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
-	return NULL;
+	*permanent = s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr ||
+		(closed && last != NATS_OK && RefusesMessage(last_text));
+	if (s == NATS_OK)
+		return NULL;
+	if (*permanent && closed && last_text[0])
+		return psprintf("NATS closed the connection: %s", last_text);
+	return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
 }

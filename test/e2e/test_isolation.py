@@ -91,3 +91,39 @@ def test_unparseable_intent_fails_alone_while_starts_and_publishes_flow(conn, ro
     last_error, kind, pending = sync_status(conn, bad)
     assert kind == "permanent" and pending, (last_error, kind, pending)
 
+
+
+def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, rows):
+    run = uuid.uuid4().hex[:10]
+    event = rows.add("event", {"event_type": f"iso.{run}"})
+    # rows ac_publish would not write, as the extension's owner could: a subject
+    # longer than the server's control line, and a message over its max_payload
+    long_subject = f"activity.iso.{run}." + "x" * 5000
+    ids = [r[0] for r in conn.execute(
+        "INSERT INTO ac_outbox (subject, msg_id, data) VALUES "
+        "(%s, %s, convert_to('{}', 'UTF8')), "
+        "(%s, %s, convert_to(repeat('a', 1048576), 'UTF8')) RETURNING id",
+        (long_subject, f"long-{run}", f"activity.iso.{run}", f"big-{run}")).fetchall()]
+    try:
+        eid = conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
+        wait_workflow(f"activity-{event}:{eid}")
+
+        def refused():
+            got = dict((r[0], r[1:]) for r in conn.execute(
+                "SELECT id, error_permanent, last_error, next_attempt_at FROM ac_outbox "
+                "WHERE id = ANY(%s)", (ids,)).fetchall())
+            assert set(got) == set(ids), got
+            for i in ids:
+                assert got[i][0] and got[i][2] is None, got[i]
+            assert "control line" in got[ids[0]][1].lower(), got[ids[0]]
+            assert "max_payload" in got[ids[1]][1], got[ids[1]]
+        poll(refused, timeout=30)
+
+        # refused rows are skipped: later events keep flowing
+        eid2 = conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
+        wait_workflow(f"activity-{event}:{eid2}")
+        attempts = conn.execute("SELECT array_agg(attempts ORDER BY id) FROM ac_outbox "
+                                "WHERE id = ANY(%s)", (ids,)).fetchone()[0]
+        assert attempts == [1, 1], attempts
+    finally:
+        conn.execute("DELETE FROM ac_outbox WHERE id = ANY(%s)", (ids,))
