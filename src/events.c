@@ -11,9 +11,12 @@
  * The index holds the enabled event definitions keyed by event type.  A
  * definition matches an envelope when the type is equal and payload @>
  * filters; the containment test is PostgreSQL's own jsonb_contains, so the
- * answer is exactly the one SQL's @> gives.  The router rebuilds the index
- * when a committed change to event definitions bumps the shared
- * generation counter; it never queries the table per event.
+ * answer is exactly the one SQL's @> gives.  The router never queries the
+ * table per event: it rebuilds the index when a relcache invalidation of
+ * ac_activity_definitions reaches it.  The statement trigger
+ * ac_definitions_invalidate() queues one for every INSERT, UPDATE, DELETE
+ * and TRUNCATE, and PostgreSQL sends it when the change commits, also at
+ * COMMIT PREPARED and from another backend than the one that prepared.
  * ac_explain_match() runs the same index and matcher from SQL.
  *
  * IDENTIFICATION
@@ -23,6 +26,12 @@
  */
 #include "activity_core.h"
 
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -32,7 +41,11 @@
 #include "portability/instr_time.h"
 #include "access/htup_details.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
@@ -41,6 +54,7 @@
 #include "events.h"
 
 PG_FUNCTION_INFO_V1(ac_explain_match);
+PG_FUNCTION_INFO_V1(ac_definitions_invalidate);
 
 #define TYPE_KEY_SIZE 256
 
@@ -186,6 +200,65 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 	env->envelope = root;
 	env->text = text;
 	return true;
+}
+
+/* The OID of the schema the extension lives in, or InvalidOid. */
+static Oid
+ExtensionSchemaOid(void)
+{
+	Oid			extoid = get_extension_oid("activity_core", true);
+	Oid			result = InvalidOid;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+
+	if (!OidIsValid(extoid))
+		return InvalidOid;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		result = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/* The OID of the extension's ac_activity_definitions, or InvalidOid. */
+Oid
+AcDefinitionsRelid(void)
+{
+	Oid			nsp = ExtensionSchemaOid();
+
+	return OidIsValid(nsp) ? get_relname_relid("ac_activity_definitions", nsp) : InvalidOid;
+}
+
+/*
+ * Statement trigger on ac_activity_definitions: queue a relcache
+ * invalidation of the table, which PostgreSQL sends to every backend when
+ * the change commits; the router rebuilds its index on it.
+ */
+Datum
+ac_definitions_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ac_definitions_invalidate must be an AFTER statement trigger")));
+	if (RelationGetRelid(td->tg_relation) != AcDefinitionsRelid())
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ac_definitions_invalidate fires only on the extension's ac_activity_definitions, not on \"%s\"",
+						RelationGetRelationName(td->tg_relation)),
+				 errhint("Do not attach it to other tables.")));
+	CacheInvalidateRelcache(td->tg_relation);
+	return PointerGetDatum(NULL);
 }
 
 /* Does payload @> filters, exactly as SQL decides it? */

@@ -46,5 +46,6 @@ extern AcEventIndex *AcBuildEventIndex(const char *schema, MemoryContext parent)
 extern void AcFreeEventIndex(AcEventIndex *idx);
 extern int	AcEventIndexSize(AcEventIndex *idx);
 extern List *AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload);
+extern Oid	AcDefinitionsRelid(void);
 
 #endif							/* AC_EVENTS_H */
