@@ -132,6 +132,8 @@ extern int	AcDrainStarts(const char *schema, int limit);
 /* Worker transactions (worker_xact.c) */
 typedef void (*AcRowFn) (void *arg);
 typedef void (*AcEachRowFn) (int i, void *arg);
+extern void AcWorkerBegin(void);
+extern void AcWorkerCommit(void);
 extern char *AcTryInSubxact(AcRowFn fn, void *arg);
 extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
 

@@ -264,19 +264,14 @@ RunStarts(const char *q, StartRow **rows, int n)
 				run[nrun++] = rows[i];
 		AcTemporalRun((AcRequest **) run, nrun, ac_temporal_concurrency, StartRowDone, NULL);
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		AcWorkerBegin();
 		errors = AcEachRowIsolated(n, RecordStart, &b);
 		for (int i = 0; i < n; i++)
 			if (errors[i])
 				ereport(WARNING,
 						(errmsg("activity_core: could not record the start of %s: %s",
 								rows[i]->workflow_id, errors[i])));
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		AcWorkerCommit();
 	}
 	PG_CATCH();
 	{
@@ -300,10 +295,7 @@ AcDrainStarts(const char *schema, int limit)
 	int			ret;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	ret = SPI_execute(psprintf("SELECT id, workflow_id, workflow_type, task_queue, argument, "
 							   "  activity_id::text, attempts FROM %s.ac_start_outbox "
 							   "WHERE NOT error_permanent AND (next_attempt_at IS NULL "
@@ -335,9 +327,7 @@ AcDrainStarts(const char *schema, int limit)
 		}
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	if (n == 0)
 		return 0;

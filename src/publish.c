@@ -180,10 +180,7 @@ AcDrainOutbox(const char *schema, int limit)
 	int64		max_payload = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	ret = SPI_execute(psprintf("SELECT id, subject, msg_id, data, attempts FROM %s.ac_outbox "
 							   "WHERE NOT error_permanent "
 							   "  AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now()) "
@@ -206,9 +203,7 @@ AcDrainOutbox(const char *schema, int limit)
 		rows[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	if (n == 0)
 		return 0;
@@ -266,10 +261,7 @@ AcDrainOutbox(const char *schema, int limit)
 		pub_nats = NULL;
 	}
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	{
 		OutboxBatch b = {q, rows};
 		char	  **errors = AcEachRowIsolated(n, RecordOutboxRow, &b);
@@ -280,9 +272,7 @@ AcDrainOutbox(const char *schema, int limit)
 						(errmsg("activity_core: could not record the outcome of outbox entry " INT64_FORMAT ": %s",
 								rows[i].id, errors[i])));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	return n;
 }

@@ -176,10 +176,7 @@ RefreshIndex(const char *schema)
 	index_valid = true;
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		AcWorkerBegin();
 		{
 			AcEventIndex *fresh = AcBuildEventIndex(schema, TopMemoryContext);
 
@@ -187,9 +184,7 @@ RefreshIndex(const char *schema)
 			event_index = fresh;
 		}
 		definitions_relid = AcDefinitionsRelid();
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		AcWorkerCommit();
 	}
 	PG_CATCH();
 	{
@@ -219,10 +214,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 		any = msgs[i].poison;
 	if (!any)
 		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
@@ -250,9 +242,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 		elog(LOG, "activity_core router: dead letter for stream sequence " UINT64_FORMAT ": %s",
 			 m->stream_seq, m->error);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(caller);
 }
 

@@ -549,10 +549,7 @@ RecordBatch(const char *schema, SyncItem **items, int n)
 		RecordArgs	ra = {schema, items};
 		char	  **errors;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		AcWorkerBegin();
 		errors = AcEachRowIsolated(n, RecordRow, &ra);
 		for (int i = 0; i < n; i++)
 			if (errors[i])
@@ -560,9 +557,7 @@ RecordBatch(const char *schema, SyncItem **items, int n)
 						(errmsg("activity_core: could not record the schedule outcome of activity %s: %s",
 								items[i]->id, errors[i]),
 						 errhint("It is applied again on the next pass.")));
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		AcWorkerCommit();
 	}
 	PG_CATCH();
 	{
@@ -588,14 +583,9 @@ AcSyncScheduleBatch(const char *schema, int limit)
 	int			n;
 
 	/* 1. read, in a short transaction */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	n = ReadDueItems(schema, limit, cxt, &items);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 
 	if (n == 0)

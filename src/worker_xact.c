@@ -6,8 +6,10 @@
  *	  from failing the rest of a batch.
  *
  * A worker runs outside any transaction between steps.  A step that reads
- * or records a batch opens a transaction, a snapshot and SPI, and closes
- * them again.  A row that cannot be processed (unparseable, refused by a
+ * or records a batch opens a transaction, a snapshot and SPI with
+ * AcWorkerBegin() and closes them with AcWorkerCommit(), which also sends
+ * the statistics of the transaction (tables read and written) to the
+ * cumulative statistics system.  A row that cannot be processed (unparseable, refused by a
  * constraint) is run in its own subtransaction: its error is caught, the
  * subtransaction rolled back, and the message handed to the caller, which
  * records it as that row's permanent failure.
@@ -20,9 +22,47 @@
 #include "activity_core.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+/* the memory context AcWorkerCommit() returns to */
+static MemoryContext worker_cxt = NULL;
+
+/*
+ * Open a worker's short transaction: statement start time, transaction,
+ * SPI and a snapshot.  Must be called outside any transaction.
+ */
+void
+AcWorkerBegin(void)
+{
+	worker_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * Close it: SPI, snapshot, commit; give the caller back the memory context
+ * it had at AcWorkerBegin() (the commit leaves TopMemoryContext current),
+ * and report the transaction's statistics, which a background worker
+ * otherwise never sends.
+ */
+void
+AcWorkerCommit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (worker_cxt)
+		MemoryContextSwitchTo(worker_cxt);
+	(void) pgstat_report_stat(false);
+}
 
 /*
  * Run fn(arg) in a subtransaction of the current transaction.  Returns NULL

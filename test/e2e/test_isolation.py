@@ -127,3 +127,23 @@ def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, rows):
         assert attempts == [1, 1], attempts
     finally:
         conn.execute("DELETE FROM ac_outbox WHERE id = ANY(%s)", (ids,))
+
+
+def test_worker_transactions_reach_table_statistics(conn):
+    """The dispatcher reports its transactions' statistics: the outbox rows it
+    deletes once published show up in pg_stat_user_tables."""
+    def deleted():
+        return conn.execute("SELECT coalesce(n_tup_del, 0) FROM pg_stat_user_tables "
+                            "WHERE relname = 'ac_outbox'").fetchone()[0]
+    before = deleted()
+    for _ in range(3):
+        conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"stats.{uuid.uuid4().hex[:8]}",))
+
+    def drained():
+        left = conn.execute("SELECT count(*) FROM ac_outbox WHERE NOT error_permanent").fetchone()[0]
+        assert left == 0, f"{left} outbox rows not published yet"
+    poll(drained, timeout=30)
+
+    def reported():
+        assert deleted() >= before + 3, (before, deleted())
+    poll(reported, timeout=15)
