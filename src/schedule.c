@@ -179,9 +179,18 @@ PrepareBackfill(SyncItem *it)
 {
 	char	   *body;
 
+	/*
+	 * The request id is derived from the definition, the revision that
+	 * re-enabled it and the start of the paused span, none of which change
+	 * when the backfill is sent again because its outcome was not recorded
+	 * (a crash, a failed commit): Temporal drops the repeat.
+	 */
+	char	   *request_id = AcDerivedUuid(psprintf("backfill|%s|" INT64_FORMAT "|%s",
+													it->id, it->revision, it->paused_at));
+
 	if (!AcBackfillBody(it->req.response, it->req.response_len, it->policy,
 						it->max_catchup, it->paused_at, it->now,
-						&body, &it->backfill))
+						request_id, &body, &it->backfill))
 		return false;
 	AcRequestSet(&it->req, "POST",
 				 AcTemporalUrl("/schedules/%s/patch",
