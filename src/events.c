@@ -294,27 +294,11 @@ ReadDef(HeapTuple tup, TupleDesc desc)
 	return d;
 }
 
-/*
- * Build the index of event definitions; SPI must be connected.  The index
- * lives in its own memory context under parent.
- */
-AcEventIndex *
-AcBuildEventIndex(const char *schema, MemoryContext parent)
+/* Fill an index from the table; SPI must be connected. */
+static void
+FillEventIndex(AcEventIndex *idx, const char *schema)
 {
-	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
-											  ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	AcEventIndex *idx = palloc0(sizeof(AcEventIndex));
-	HASHCTL		ctl;
 	int			ret;
-
-	idx->cxt = cxt;
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = TYPE_KEY_SIZE;
-	ctl.entrysize = sizeof(IndexEntry);
-	ctl.hcxt = cxt;
-	idx->types = hash_create("activity_core event types", 1024, &ctl,
-							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	ret = SPI_execute(psprintf("SELECT id::text, name, workflow_type, task_queue, input::text, "
 							   "  trigger_config->>'event_type', trigger_config->'filters', enabled "
@@ -322,7 +306,7 @@ AcBuildEventIndex(const char *schema, MemoryContext parent)
 							   "ORDER BY id", quote_identifier(schema)), true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event definitions: %s", SPI_result_code_string(ret));
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(idx->cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		AcEventDef *d;
@@ -347,6 +331,41 @@ AcBuildEventIndex(const char *schema, MemoryContext parent)
 		e->defs = lappend(e->defs, d);
 		idx->ndefs++;
 	}
+}
+
+/*
+ * Build the index of event definitions; SPI must be connected.  The index
+ * lives in its own memory context under parent, which is deleted again
+ * when the build fails (the table is gone, a row cannot be read).
+ */
+AcEventIndex *
+AcBuildEventIndex(const char *schema, MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	AcEventIndex *idx;
+	HASHCTL		ctl;
+
+	PG_TRY();
+	{
+		idx = palloc0(sizeof(AcEventIndex));
+		idx->cxt = cxt;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = TYPE_KEY_SIZE;
+		ctl.entrysize = sizeof(IndexEntry);
+		ctl.hcxt = cxt;
+		idx->types = hash_create("activity_core event types", 1024, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		FillEventIndex(idx, schema);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	return idx;
 }

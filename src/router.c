@@ -436,7 +436,11 @@ ac_router_main(Datum arg)
 			char	   *error = NULL;
 
 			if (schema == NULL)
+			{
 				schema = AcWorkerSchema();
+				/* a new schema may hold other definitions */
+				index_valid = false;
+			}
 			if (schema == NULL)
 				sleep_ms = 5000;
 			else if (nats == NULL && !RouterConnect(&error))
@@ -493,6 +497,7 @@ ac_router_main(Datum arg)
 		}
 		PG_CATCH();
 		{
+			MemoryContextSwitchTo(batch_cxt);
 			HOLD_INTERRUPTS();
 			EmitErrorReport();
 			AbortOutOfAnyTransaction();
@@ -501,6 +506,11 @@ ac_router_main(Datum arg)
 			pgstat_report_activity(STATE_IDLE, NULL);
 			/* unacked messages come back after the ack wait; free our copy */
 			DropFetched();
+			/* the extension may have moved (dropped, created elsewhere): look again */
+			if (schema)
+				pfree(schema);
+			schema = NULL;
+			index_valid = false;
 			sleep_ms = 1000;
 		}
 		PG_END_TRY();

@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import poll, token, wid
+from conftest import log_offset, log_since, poll, token, wid
 from test_events import (Definitions, assert_no_workflow, describe_wf, envelope,
                          js, publish_env, wait_processed, wait_workflow)  # noqa: F401 (js: fixture)
 
@@ -134,3 +134,44 @@ def test_invalidate_trigger_refuses_other_tables_and_row_level(conn):
     # no EXECUTE grant is needed to fire it, and none is given
     assert conn.execute("SELECT has_function_privilege('public', 'ac_definitions_invalidate()', "
                         "'EXECUTE')").fetchone()[0] is False
+
+
+def test_router_follows_the_extension_into_another_schema(conn, js):
+    """Dropped and created again in another schema, the extension's events are
+    routed again (the router looks its schema up afresh after a failure), and
+    the router holds one index, not one leaked per failed rebuild."""
+    other = f"ac_moved_{token()}"
+    etype = f"t{token()}.moved"
+    try:
+        with psycopg.connect(autocommit=True) as c:
+            c.execute("SET client_min_messages = warning")
+            c.execute("DROP EXTENSION activity_core CASCADE")
+            c.execute(f"CREATE SCHEMA {other}")
+            c.execute(f"CREATE EXTENSION activity_core SCHEMA {other}")
+            aid = c.execute(f"INSERT INTO {other}.ac_activity_definitions (name, trigger_type, "
+                            "trigger_config) VALUES (%s, 'event', jsonb_build_object('event_type', "
+                            "%s::text)) RETURNING id::text", (f"moved-{etype}", etype)).fetchone()[0]
+
+            def routed():
+                e, s = publish(js, etype)
+                wait_processed(js, s)
+                status, _ = describe_wf(wid(aid, e))
+                assert status == 200, f"{wid(aid, e)} not started yet"
+            poll(routed, timeout=30, interval=0.3)
+
+            pid = c.execute("SELECT pid FROM pg_stat_activity "
+                            "WHERE backend_type = 'activity_core router'").fetchone()[0]
+            offset = log_offset()
+            c.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+
+            def contexts():
+                log = log_since(offset)
+                assert "Grand total" in log, "memory contexts not logged yet"
+                return log.count("activity_core event index:")
+            assert poll(contexts, timeout=10) == 1, log_since(offset)[-3000:]
+    finally:
+        with psycopg.connect(autocommit=True) as c:
+            c.execute("SET client_min_messages = warning")
+            c.execute("DROP EXTENSION IF EXISTS activity_core CASCADE")
+            c.execute(f"DROP SCHEMA IF EXISTS {other} CASCADE")
+            c.execute("CREATE EXTENSION activity_core SCHEMA public")
