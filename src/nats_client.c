@@ -6,7 +6,9 @@
  * Rules kept here (see the design notes on threads): nats.c is never
  * touched in the postmaster, only in a worker after the fork; every call
  * that may start library threads runs with all signals blocked, so those
- * threads never run PostgreSQL's signal handlers; no callback is
+ * threads never run PostgreSQL's signal handlers, and while they are
+ * blocked nothing but nats.c is called (no palloc, no elog: an error
+ * thrown there would leave SIGTERM blocked for good); no callback is
  * registered, so no library thread ever calls back into our code.  All
  * calls are made from the worker's main thread, with bounded waits.
  *
@@ -52,21 +54,23 @@ AcNatsError(natsStatus s)
 	return pstrdup(natsStatus_GetText(s));
 }
 
-/* Split activity_core.nats_url into a server list and set it. */
-static natsStatus
-SetServers(natsOptions *o)
+#define MAX_SERVERS 32
+
+/*
+ * Split activity_core.nats_url into a server list (palloc'd, so done
+ * before signals are blocked); returns how many.
+ */
+static int
+ServerList(const char **list)
 {
 	char	   *urls = pstrdup(ac_nats_url);
-	const char *list[32];
 	int			n = 0;
 	char	   *tok;
 	char	   *save;
 
-	for (tok = strtok_r(urls, ", ", &save); tok && n < 32; tok = strtok_r(NULL, ", ", &save))
+	for (tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS; tok = strtok_r(NULL, ", ", &save))
 		list[n++] = tok;
-	if (n == 0)
-		return NATS_INVALID_ARG;
-	return natsOptions_SetServers(o, list, n);
+	return n;
 }
 
 /*
@@ -81,11 +85,14 @@ AcNatsConnect(const char *name, char **error)
 	natsStatus	s;
 	AcNats	   *n = palloc0(sizeof(AcNats));
 	jsOptions	jo;
+	const char *servers[MAX_SERVERS];
+	int			nservers = ServerList(servers);
 
+	/* from here to RestoreSignals only nats.c is called: no palloc, no elog */
 	BlockSignals(&old);
 	s = natsOptions_Create(&o);
 	if (s == NATS_OK)
-		s = SetServers(o);
+		s = nservers > 0 ? natsOptions_SetServers(o, servers, nservers) : NATS_INVALID_ARG;
 	if (s == NATS_OK)
 		s = natsOptions_SetName(o, name);
 	if (s == NATS_OK)
@@ -174,6 +181,8 @@ AcNatsEnsureStream(AcNats *n, char **error)
 	natsStatus	s;
 	char	   *subject = psprintf("%s.>", ac_subject_prefix);
 	sigset_t	old;
+	bool		created = false;
+	bool		foreign = false;
 
 	BlockSignals(&old);
 	s = js_GetStreamInfo(&si, n->js, ac_stream_name, NULL, &jerr);
@@ -192,8 +201,7 @@ AcNatsEnsureStream(AcNats *n, char **error)
 		sc.Duplicates = INT64CONST(2) * 60 * 1000000000;
 		sc.Discard = js_DiscardOld;
 		s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
-		if (s == NATS_OK)
-			elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+		created = s == NATS_OK;
 	}
 	else if (s == NATS_OK && si && si->Config)
 	{
@@ -202,12 +210,16 @@ AcNatsEnsureStream(AcNats *n, char **error)
 		for (int i = 0; i < si->Config->SubjectsLen; i++)
 			if (strcmp(si->Config->Subjects[i], subject) == 0)
 				covers = true;
-		if (!covers)
-			ereport(WARNING,
-					(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",
-							ac_stream_name, subject)));
+		foreign = !covers;
 	}
 	RestoreSignals(&old);
+	/* signals are restored: logging is safe again */
+	if (created)
+		elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+	if (foreign)
+		ereport(WARNING,
+				(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",
+						ac_stream_name, subject)));
 	if (si)
 		jsStreamInfo_Destroy(si);
 	if (s != NATS_OK)
@@ -231,6 +243,8 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 	natsStatus	s;
 	char	   *subject = psprintf("%s.>", ac_subject_prefix);
 	sigset_t	old;
+	bool		created = false;
+	bool		foreign = false;
 
 	BlockSignals(&old);
 	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
@@ -247,22 +261,25 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 		cc.MaxAckPending = 10000;
 		cc.FilterSubject = subject;
 		s = js_AddConsumer(&ci, n->js, ac_stream_name, &cc, NULL, &jerr);
-		if (s == NATS_OK)
-			elog(LOG, "activity_core: created consumer %s on stream %s",
-				 ac_consumer_name, ac_stream_name);
+		created = s == NATS_OK;
 	}
 	else if (s == NATS_OK && ci && ci->Config)
 	{
 		jsConsumerConfig *c = ci->Config;
 
-		if (c->AckPolicy != js_AckExplicit ||
-			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0))
-			ereport(WARNING,
-					(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",
-							ac_consumer_name),
-					 errdetail("Expected explicit acks and filter subject %s.", subject)));
+		foreign = c->AckPolicy != js_AckExplicit ||
+			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0);
 	}
 	RestoreSignals(&old);
+	/* signals are restored: logging is safe again */
+	if (created)
+		elog(LOG, "activity_core: created consumer %s on stream %s",
+			 ac_consumer_name, ac_stream_name);
+	if (foreign)
+		ereport(WARNING,
+				(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",
+						ac_consumer_name),
+				 errdetail("Expected explicit acks and filter subject %s.", subject)));
 	if (ci)
 		jsConsumerInfo_Destroy(ci);
 	if (s != NATS_OK)
