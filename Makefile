@@ -28,7 +28,8 @@ OBJS = \
 	src/temporal.o \
 	src/temporal_json.o \
 	src/timezone.o \
-	src/validate.o
+	src/validate.o \
+	src/worker_xact.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # the scripts of earlier releases and the upgrades from each of them

@@ -236,3 +236,15 @@ COMMENT ON FUNCTION ac_check_event_type(text) IS
 -- Limits: the cron checks read the time zone database
 ALTER FUNCTION ac_check_cron(text) STABLE;
 ALTER FUNCTION ac_cron_spec(text, text) STABLE;
+
+-- Workers: a relcache invalidation of the definitions at every committed
+-- change (TRUNCATE and COMMIT PREPARED too) keeps the router's index fresh.
+CREATE FUNCTION ac_definitions_invalidate() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_definitions_invalidate'
+	LANGUAGE C;
+
+REVOKE ALL ON FUNCTION ac_definitions_invalidate() FROM PUBLIC;
+
+CREATE TRIGGER ac_definitions_invalidate
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ac_activity_definitions
+	FOR EACH STATEMENT EXECUTE FUNCTION ac_definitions_invalidate();

@@ -46,6 +46,7 @@ extern char *ac_consumer_name;
 extern int	ac_router_batch_size;
 extern int	ac_router_concurrency;
 extern int	ac_router_max_deliveries;
+extern int	ac_router_refresh_interval_s;
 extern int	ac_max_event_bytes;
 extern int	ac_reconcile_interval_s;
 extern int	ac_reconcile_concurrency;
@@ -100,6 +101,7 @@ typedef struct AcShared
 	pg_atomic_uint32 router_state;
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
+	pg_atomic_uint64 nats_max_payload;	/* the server's max_payload, 0 = unknown */
 	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
 } AcShared;
 
@@ -113,6 +115,8 @@ extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
+extern int64 AcNatsMaxPayload(void);
+extern void AcSetNatsMaxPayload(int64 max_payload);
 
 /* The extension's own objects, found through its catalog entry (catalog.c) */
 extern Oid	AcExtensionNamespace(void);
@@ -130,6 +134,14 @@ extern int	AcSyncScheduleBatch(const char *schema, int limit);
 extern void AcReconcileInWorker(const char *schema);
 extern int	AcDrainOutbox(const char *schema, int limit);
 extern int	AcDrainStarts(const char *schema, int limit);
+
+/* Worker transactions (worker_xact.c) */
+typedef void (*AcRowFn) (void *arg);
+typedef void (*AcEachRowFn) (int i, void *arg);
+extern void AcWorkerBegin(void);
+extern void AcWorkerCommit(void);
+extern char *AcTryInSubxact(AcRowFn fn, void *arg);
+extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
 
 /* JSON value type names for messages (validate.c) */
 struct JsonbValue;

@@ -116,6 +116,20 @@ CREATE TRIGGER ac_definitions_truncated
 	BEFORE TRUNCATE ON ac_activity_definitions
 	FOR EACH STATEMENT EXECUTE FUNCTION ac_definitions_changed();
 
+-- The router keeps the event definitions in memory.  This statement
+-- trigger queues a relcache invalidation of the table, which PostgreSQL
+-- sends when the change commits (TRUNCATE and COMMIT PREPARED too); the
+-- router rebuilds its index on it.  No EXECUTE grant is needed to fire it.
+CREATE FUNCTION ac_definitions_invalidate() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_definitions_invalidate'
+	LANGUAGE C;
+
+REVOKE ALL ON FUNCTION ac_definitions_invalidate() FROM PUBLIC;
+
+CREATE TRIGGER ac_definitions_invalidate
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ac_activity_definitions
+	FOR EACH STATEMENT EXECUTE FUNCTION ac_definitions_invalidate();
+
 CREATE VIEW ac_sync_status AS
 SELECT coalesce(d.id, i.activity_id) AS activity_id,
 	   d.name,

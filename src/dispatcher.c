@@ -15,8 +15,11 @@
  * SIGTERM at the next interrupt check (every blocking wait is at most
  * 100 ms to 1 s), and is restarted by the postmaster after a crash.  An
  * error in one batch is logged and the loop goes on after a pause: the
- * intents stay in their table, so nothing is lost.  While the extension is
- * not installed in the database the worker idles.
+ * intents stay in their table, so nothing is lost.  Each drain has its own
+ * error recovery: one that fails is retried a second later while the
+ * others go on, and within a drain a row that cannot be processed becomes
+ * a permanent failure of that row (see worker_xact.c).  While the
+ * extension is not installed in the database the worker idles.
  *
  * IDENTIFICATION
  *	  src/dispatcher.c
@@ -57,6 +60,77 @@ ReconcileDue(TimestampTz last, bool failed)
 	return TimestampTzPlusMilliseconds(last, ms);
 }
 
+/* One drain of the dispatcher loop. */
+typedef struct Drain
+{
+	const char *what;
+	int			(*fn) (const char *schema, int limit);
+	TimestampTz retry_at;		/* after a failure, not before this */
+} Drain;
+
+static Drain drains[] = {
+	{"schedule sync", AcSyncScheduleBatch, 0},
+	{"start drain", AcDrainStarts, 0},
+	{"publish drain", AcDrainOutbox, 0},
+};
+
+/* Recover from an error raised in the loop: log it, end any transaction. */
+static void
+RecoverFromError(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortOutOfAnyTransaction();
+	FlushErrorState();
+	RESUME_INTERRUPTS();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Run one drain with its own error recovery, so that a drain that fails
+ * holds back neither the others nor itself for longer than a second.
+ * Returns how many rows it handled.
+ */
+static int
+RunDrain(Drain *d, const char *schema)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int handled = 0;
+
+	if (d->retry_at > 0 && GetCurrentTimestamp() < d->retry_at)
+		return 0;
+	PG_TRY();
+	{
+		handled = d->fn(schema, BATCH_SIZE);
+		d->retry_at = 0;
+	}
+	PG_CATCH();
+	{
+		RecoverFromError(cxt);
+		elog(LOG, "activity_core dispatcher: %s failed, retrying in 1 s", d->what);
+		d->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		handled = 0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return handled;
+}
+
+/* The schema of the extension, copied into the current context, or NULL. */
+static char *
+LoopSchema(void)
+{
+	char	   *top = AcWorkerSchema();
+	char	   *schema;
+
+	if (top == NULL)
+		return NULL;
+	schema = pstrdup(top);
+	pfree(top);
+	return schema;
+}
+
 /* Main entry point of the dispatcher worker. */
 void
 ac_dispatcher_main(Datum arg)
@@ -78,8 +152,9 @@ ac_dispatcher_main(Datum arg)
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		long		sleep_ms = 1000;
-		int			handled = 0;
+		volatile long sleep_ms = 1000;
+		volatile int handled = 0;
+		char	   *volatile schema = NULL;
 		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
@@ -92,8 +167,8 @@ ac_dispatcher_main(Datum arg)
 		MemoryContextSwitchTo(loop_cxt);
 		PG_TRY();
 		{
-			char	   *schema = AcWorkerSchema();
-
+			/* the schema lives in loop_cxt: nothing to free on any path */
+			schema = LoopSchema();
 			now = GetCurrentTimestamp();
 			if (schema == NULL)
 				sleep_ms = 5000;
@@ -107,26 +182,21 @@ ac_dispatcher_main(Datum arg)
 				reconcile_failed = false;
 				handled = 1;
 			}
-			else
-			{
-				handled = AcSyncScheduleBatch(schema, BATCH_SIZE);
-				handled += AcDrainStarts(schema, BATCH_SIZE);
-				handled += AcDrainOutbox(schema, BATCH_SIZE);
-				pfree(schema);
-			}
 		}
 		PG_CATCH();
 		{
-			HOLD_INTERRUPTS();
-			EmitErrorReport();
-			AbortOutOfAnyTransaction();
-			FlushErrorState();
-			RESUME_INTERRUPTS();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			RecoverFromError(loop_cxt);
 			sleep_ms = 1000;
 			handled = 0;
+			schema = NULL;
 		}
 		PG_END_TRY();
+
+		/* each drain on its own: one failing never blocks the others */
+		if (schema != NULL && handled == 0)
+			for (int i = 0; i < (int) lengthof(drains); i++)
+				handled += RunDrain(&drains[i], schema);
+
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
 

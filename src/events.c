@@ -11,9 +11,12 @@
  * The index holds the enabled event definitions keyed by event type.  A
  * definition matches an envelope when the type is equal and payload @>
  * filters; the containment test is PostgreSQL's own jsonb_contains, so the
- * answer is exactly the one SQL's @> gives.  The router rebuilds the index
- * when a committed change to event definitions bumps the shared
- * generation counter; it never queries the table per event.
+ * answer is exactly the one SQL's @> gives.  The router never queries the
+ * table per event: it rebuilds the index when a relcache invalidation of
+ * ac_activity_definitions reaches it.  The statement trigger
+ * ac_definitions_invalidate() queues one for every INSERT, UPDATE, DELETE
+ * and TRUNCATE, and PostgreSQL sends it when the change commits, also at
+ * COMMIT PREPARED and from another backend than the one that prepared.
  * ac_explain_match() runs the same index and matcher from SQL.
  *
  * IDENTIFICATION
@@ -23,6 +26,12 @@
  */
 #include "activity_core.h"
 
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -32,7 +41,11 @@
 #include "portability/instr_time.h"
 #include "access/htup_details.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
@@ -41,6 +54,7 @@
 #include "events.h"
 
 PG_FUNCTION_INFO_V1(ac_explain_match);
+PG_FUNCTION_INFO_V1(ac_definitions_invalidate);
 
 #define TYPE_KEY_SIZE 256
 
@@ -188,6 +202,31 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 	return true;
 }
 
+/*
+ * Statement trigger on ac_activity_definitions: queue a relcache
+ * invalidation of the table, which PostgreSQL sends to every backend when
+ * the change commits; the router rebuilds its index on it.
+ */
+Datum
+ac_definitions_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ac_definitions_invalidate must be an AFTER statement trigger")));
+	if (RelationGetRelid(td->tg_relation) != AcDefinitionsRelid())
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ac_definitions_invalidate fires only on the extension's ac_activity_definitions, not on \"%s\"",
+						RelationGetRelationName(td->tg_relation)),
+				 errhint("Do not attach it to other tables.")));
+	CacheInvalidateRelcache(td->tg_relation);
+	return PointerGetDatum(NULL);
+}
+
 /* Does payload @> filters, exactly as SQL decides it? */
 static bool
 Contains(Jsonb *payload, Jsonb *filters)
@@ -221,27 +260,11 @@ ReadDef(HeapTuple tup, TupleDesc desc)
 	return d;
 }
 
-/*
- * Build the index of event definitions; SPI must be connected.  The index
- * lives in its own memory context under parent.
- */
-AcEventIndex *
-AcBuildEventIndex(const char *schema, MemoryContext parent)
+/* Fill an index from the table; SPI must be connected. */
+static void
+FillEventIndex(AcEventIndex *idx, const char *schema)
 {
-	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
-											  ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	AcEventIndex *idx = palloc0(sizeof(AcEventIndex));
-	HASHCTL		ctl;
 	int			ret;
-
-	idx->cxt = cxt;
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = TYPE_KEY_SIZE;
-	ctl.entrysize = sizeof(IndexEntry);
-	ctl.hcxt = cxt;
-	idx->types = hash_create("activity_core event types", 1024, &ctl,
-							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	ret = SPI_execute(psprintf("SELECT id::text, name, workflow_type, task_queue, input::text, "
 							   "  trigger_config->>'event_type', trigger_config->'filters', enabled "
@@ -249,7 +272,7 @@ AcBuildEventIndex(const char *schema, MemoryContext parent)
 							   "ORDER BY id", quote_identifier(schema)), true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the event definitions: %s", SPI_result_code_string(ret));
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(idx->cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		AcEventDef *d;
@@ -274,6 +297,41 @@ AcBuildEventIndex(const char *schema, MemoryContext parent)
 		e->defs = lappend(e->defs, d);
 		idx->ndefs++;
 	}
+}
+
+/*
+ * Build the index of event definitions; SPI must be connected.  The index
+ * lives in its own memory context under parent, which is deleted again
+ * when the build fails (the table is gone, a row cannot be read).
+ */
+AcEventIndex *
+AcBuildEventIndex(const char *schema, MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	AcEventIndex *idx;
+	HASHCTL		ctl;
+
+	PG_TRY();
+	{
+		idx = palloc0(sizeof(AcEventIndex));
+		idx->cxt = cxt;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = TYPE_KEY_SIZE;
+		ctl.entrysize = sizeof(IndexEntry);
+		ctl.hcxt = cxt;
+		idx->types = hash_create("activity_core event types", 1024, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		FillEventIndex(idx, schema);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	return idx;
 }

@@ -44,6 +44,7 @@ char	   *ac_consumer_name = NULL;
 int			ac_router_batch_size = 256;
 int			ac_router_concurrency = 64;
 int			ac_router_max_deliveries = 10;
+int			ac_router_refresh_interval_s = 60;
 int			ac_max_event_bytes = 1048576;
 int			ac_reconcile_interval_s = 300;
 int			ac_reconcile_concurrency = 8;
@@ -151,6 +152,9 @@ AcDefineGucs(void)
 	DefineInt("activity_core.router_max_deliveries",
 			  "Deliveries of an event after which a transient failure sends it to the dead letters.",
 			  &ac_router_max_deliveries, 10, 1, 1000, 0);
+	DefineInt("activity_core.router_refresh_interval",
+			  "Time after which the router rebuilds its index of event definitions even without a change seen (0 disables).",
+			  &ac_router_refresh_interval_s, 60, 0, 86400, GUC_UNIT_S);
 	DefineInt("activity_core.max_event_size",
 			  "Largest event envelope the router accepts; larger ones are dead letters.",
 			  &ac_max_event_bytes, 1048576, 1024, 64 * 1024 * 1024, GUC_UNIT_BYTE);

@@ -48,6 +48,7 @@ typedef struct StartRow
 	int64		id;
 	char	   *workflow_id;
 	int			attempts;
+	char	   *refused;		/* why the row cannot be processed, or NULL */
 } StartRow;
 
 /*
@@ -165,7 +166,132 @@ StartRowDone(AcRequest *req, void *arg)
 	return false;
 }
 
-/* Start the workflows of due ac_start_outbox rows; returns how many. */
+/* What building the request of one start outbox row needs. */
+typedef struct StartRead
+{
+	HeapTuple	tup;
+	TupleDesc	desc;
+	StartRow   *r;
+} StartRead;
+
+/* Build the start request of a row (may throw: run in a subtransaction). */
+static void
+BuildStart(void *arg)
+{
+	StartRead  *sr = (StartRead *) arg;
+	HeapTuple	tup = sr->tup;
+	TupleDesc	desc = sr->desc;
+	StartRow   *r = sr->r;
+
+	r->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 7));
+	AcRequestSet(&r->req, "POST",
+				 AcTemporalUrl("/workflows/%s", AcTemporalEscape(r->workflow_id)),
+				 AcStartBody(SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 3),
+							 SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
+							 AcDerivedUuid(r->workflow_id), "activity_core dispatcher"));
+}
+
+/* The batch of starts whose outcomes are recorded. */
+typedef struct StartBatch
+{
+	const char *q;
+	StartRow  **rows;
+} StartBatch;
+
+/* Record the outcome of start i of a batch. */
+static void
+RecordStart(int i, void *arg)
+{
+	StartBatch *b = (StartBatch *) arg;
+	const char *q = b->q;
+	StartRow   *r = b->rows[i];
+	Oid			types[4] = {INT8OID, TEXTOID, BOOLOID, INT4OID};
+	Datum		values[4];
+	int			ret;
+
+	values[0] = Int64GetDatum(r->id);
+	if (r->refused == NULL &&
+		(r->req.status == AC_T_OK || r->req.status == AC_T_ALREADY_EXISTS))
+		ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_start_outbox WHERE id = $1", q),
+									1, types, values, NULL, false, 0);
+	else
+	{
+		bool		permanent = r->refused != NULL || !AcTemporalIsTransient(r->req.status);
+		int			backoff = Min(300, 1 << Min(r->attempts, 8));
+		char	   *error = r->refused ? psprintf("cannot be processed: %s", r->refused) :
+			psprintf("%s: %s", AcTemporalStatusName(r->req.status), r->req.error);
+
+		values[1] = CStringGetTextDatum(error);
+		values[2] = BoolGetDatum(permanent);
+		values[3] = Int32GetDatum(backoff);
+		ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_start_outbox SET attempts = attempts + 1, "
+											 "last_error = $2, error_permanent = $3, "
+											 "next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => $4) "
+											 "WHERE id = $1", q),
+									4, types, values, NULL, false, 0);
+		if (permanent)
+			ereport(WARNING,
+					(errmsg("%s workflow %s: %s",
+							r->refused ? "activity_core could not start" : "Temporal refused to start",
+							r->workflow_id, error)));
+		else
+			elog(LOG, "activity_core: start of %s failed, retry in %d s: %s",
+				 r->workflow_id, backoff, error);
+	}
+	if (ret < 0)
+		elog(ERROR, "could not record a start outcome: %s", SPI_result_code_string(ret));
+}
+
+/* Free the malloc'd parts of every request of a batch. */
+static void
+FreeStarts(StartRow **rows, int n)
+{
+	for (int i = 0; i < n; i++)
+		AcRequestFree(&rows[i]->req);
+}
+
+/*
+ * Send the starts of a batch and record their outcomes; a row whose
+ * outcome cannot be recorded fails alone.  Temporal's malloc'd responses
+ * are freed on every path.
+ */
+static void
+RunStarts(const char *q, StartRow **rows, int n)
+{
+	PG_TRY();
+	{
+		StartBatch	b = {q, rows};
+		StartRow  **run = palloc(sizeof(StartRow *) * n);
+		int			nrun = 0;
+		char	  **errors;
+
+		for (int i = 0; i < n; i++)
+			if (rows[i]->refused == NULL)
+				run[nrun++] = rows[i];
+		AcTemporalRun((AcRequest **) run, nrun, ac_temporal_concurrency, StartRowDone, NULL);
+
+		AcWorkerBegin();
+		errors = AcEachRowIsolated(n, RecordStart, &b);
+		for (int i = 0; i < n; i++)
+			if (errors[i])
+				ereport(WARNING,
+						(errmsg("activity_core: could not record the start of %s: %s",
+								rows[i]->workflow_id, errors[i])));
+		AcWorkerCommit();
+	}
+	PG_CATCH();
+	{
+		FreeStarts(rows, n);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	FreeStarts(rows, n);
+}
+
+/*
+ * Start the workflows of due ac_start_outbox rows; returns how many.  A row
+ * whose request cannot be built is a permanent failure of that row.
+ */
 int
 AcDrainStarts(const char *schema, int limit)
 {
@@ -175,10 +301,7 @@ AcDrainStarts(const char *schema, int limit)
 	int			ret;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	ret = SPI_execute(psprintf("SELECT id, workflow_id, workflow_type, task_queue, argument, "
 							   "  activity_id::text, attempts FROM %s.ac_start_outbox "
 							   "WHERE NOT error_permanent AND (next_attempt_at IS NULL "
@@ -188,76 +311,34 @@ AcDrainStarts(const char *schema, int limit)
 		elog(ERROR, "could not read the start outbox: %s", SPI_result_code_string(ret));
 	n = (int) SPI_processed;
 	rows = MemoryContextAllocZero(cxt, sizeof(StartRow *) * Max(n, 1));
-	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SPITupleTable *tuptable = SPI_tuptable;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
-		StartRow   *r = palloc0(sizeof(StartRow));
-		char	   *wid = pstrdup(SPI_getvalue(tup, desc, 2));
 
-		r->id = pg_strtoint64(SPI_getvalue(tup, desc, 1));
-		r->workflow_id = wid;
-		r->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 7));
-		AcRequestSet(&r->req, "POST",
-					 AcTemporalUrl("/workflows/%s", AcTemporalEscape(wid)),
-					 AcStartBody(SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 3),
-								 SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
-								 AcDerivedUuid(wid), "activity_core dispatcher"));
-		rows[i] = r;
+		for (int i = 0; i < n; i++)
+		{
+			StartRead	sr;
+			StartRow   *r = palloc0(sizeof(StartRow));
+
+			sr.tup = tuptable->vals[i];
+			sr.desc = tuptable->tupdesc;
+			sr.r = r;
+			/* id and workflow_id are a bigint and a NOT NULL text */
+			r->id = pg_strtoint64(SPI_getvalue(sr.tup, sr.desc, 1));
+			r->workflow_id = pstrdup(SPI_getvalue(sr.tup, sr.desc, 2));
+			r->refused = AcTryInSubxact(BuildStart, &sr);
+			if (r->refused)
+				AcRequestFree(&r->req);
+			rows[i] = r;
+		}
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	if (n == 0)
 		return 0;
 
-	AcTemporalRun((AcRequest **) rows, n, ac_temporal_concurrency, StartRowDone, NULL);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int i = 0; i < n; i++)
-	{
-		StartRow   *r = rows[i];
-		Oid			types[4] = {INT8OID, TEXTOID, BOOLOID, INT4OID};
-		Datum		values[4];
-
-		values[0] = Int64GetDatum(r->id);
-		if (r->req.status == AC_T_OK || r->req.status == AC_T_ALREADY_EXISTS)
-			ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_start_outbox WHERE id = $1", q),
-										1, types, values, NULL, false, 0);
-		else
-		{
-			bool		permanent = !AcTemporalIsTransient(r->req.status);
-			int			backoff = Min(300, 1 << Min(r->attempts, 8));
-			char	   *error = psprintf("%s: %s", AcTemporalStatusName(r->req.status), r->req.error);
-
-			values[1] = CStringGetTextDatum(error);
-			values[2] = BoolGetDatum(permanent);
-			values[3] = Int32GetDatum(backoff);
-			ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_start_outbox SET attempts = attempts + 1, "
-												 "last_error = $2, error_permanent = $3, "
-												 "next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => $4) "
-												 "WHERE id = $1", q),
-										4, types, values, NULL, false, 0);
-			if (permanent)
-				ereport(WARNING,
-						(errmsg("Temporal refused to start workflow %s: %s", r->workflow_id, error)));
-			else
-				elog(LOG, "activity_core: start of %s failed, retry in %d s: %s",
-					 r->workflow_id, backoff, error);
-		}
-		if (ret < 0)
-			elog(ERROR, "could not record a start outcome: %s", SPI_result_code_string(ret));
-		AcRequestFree(&r->req);
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	RunStarts(q, rows, n);
 	MemoryContextSwitchTo(cxt);
 	return n;
 }

@@ -6,7 +6,9 @@
  * Rules kept here (see the design notes on threads): nats.c is never
  * touched in the postmaster, only in a worker after the fork; every call
  * that may start library threads runs with all signals blocked, so those
- * threads never run PostgreSQL's signal handlers; no callback is
+ * threads never run PostgreSQL's signal handlers, and while they are
+ * blocked nothing but nats.c is called (no palloc, no elog: an error
+ * thrown there would leave SIGTERM blocked for good); no callback is
  * registered, so no library thread ever calls back into our code.  All
  * calls are made from the worker's main thread, with bounded waits.
  *
@@ -52,21 +54,23 @@ AcNatsError(natsStatus s)
 	return pstrdup(natsStatus_GetText(s));
 }
 
-/* Split activity_core.nats_url into a server list and set it. */
-static natsStatus
-SetServers(natsOptions *o)
+#define MAX_SERVERS 32
+
+/*
+ * Split activity_core.nats_url into a server list (palloc'd, so done
+ * before signals are blocked); returns how many.
+ */
+static int
+ServerList(const char **list)
 {
 	char	   *urls = pstrdup(ac_nats_url);
-	const char *list[32];
 	int			n = 0;
 	char	   *tok;
 	char	   *save;
 
-	for (tok = strtok_r(urls, ", ", &save); tok && n < 32; tok = strtok_r(NULL, ", ", &save))
+	for (tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS; tok = strtok_r(NULL, ", ", &save))
 		list[n++] = tok;
-	if (n == 0)
-		return NATS_INVALID_ARG;
-	return natsOptions_SetServers(o, list, n);
+	return n;
 }
 
 /*
@@ -82,6 +86,8 @@ AcNatsConnect(const char *name, char **error)
 	AcNats	   *n = palloc0(sizeof(AcNats));
 	jsOptions	jo;
 	const char *password = NULL;
+	const char *servers[MAX_SERVERS];
+	int			nservers;
 
 	/* read before signals are blocked */
 	if (ac_nats_user && ac_nats_user[0])
@@ -93,10 +99,13 @@ AcNatsConnect(const char *name, char **error)
 			return NULL;
 		}
 	}
+	nservers = ServerList(servers);
+
+	/* from here to RestoreSignals only nats.c is called: no palloc, no elog */
 	BlockSignals(&old);
 	s = natsOptions_Create(&o);
 	if (s == NATS_OK)
-		s = SetServers(o);
+		s = nservers > 0 ? natsOptions_SetServers(o, servers, nservers) : NATS_INVALID_ARG;
 	if (s == NATS_OK)
 		s = natsOptions_SetName(o, name);
 	if (s == NATS_OK)
@@ -187,6 +196,8 @@ AcNatsEnsureStream(AcNats *n, char **error)
 	natsStatus	s;
 	char	   *subject = psprintf("%s.>", ac_subject_prefix);
 	sigset_t	old;
+	bool		created = false;
+	bool		foreign = false;
 
 	BlockSignals(&old);
 	s = js_GetStreamInfo(&si, n->js, ac_stream_name, NULL, &jerr);
@@ -205,8 +216,7 @@ AcNatsEnsureStream(AcNats *n, char **error)
 		sc.Duplicates = INT64CONST(2) * 60 * 1000000000;
 		sc.Discard = js_DiscardOld;
 		s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
-		if (s == NATS_OK)
-			elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+		created = s == NATS_OK;
 	}
 	else if (s == NATS_OK && si && si->Config)
 	{
@@ -215,12 +225,16 @@ AcNatsEnsureStream(AcNats *n, char **error)
 		for (int i = 0; i < si->Config->SubjectsLen; i++)
 			if (strcmp(si->Config->Subjects[i], subject) == 0)
 				covers = true;
-		if (!covers)
-			ereport(WARNING,
-					(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",
-							ac_stream_name, subject)));
+		foreign = !covers;
 	}
 	RestoreSignals(&old);
+	/* signals are restored: logging is safe again */
+	if (created)
+		elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+	if (foreign)
+		ereport(WARNING,
+				(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",
+						ac_stream_name, subject)));
 	if (si)
 		jsStreamInfo_Destroy(si);
 	if (s != NATS_OK)
@@ -244,6 +258,8 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 	natsStatus	s;
 	char	   *subject = psprintf("%s.>", ac_subject_prefix);
 	sigset_t	old;
+	bool		created = false;
+	bool		foreign = false;
 
 	BlockSignals(&old);
 	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
@@ -260,22 +276,25 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 		cc.MaxAckPending = 10000;
 		cc.FilterSubject = subject;
 		s = js_AddConsumer(&ci, n->js, ac_stream_name, &cc, NULL, &jerr);
-		if (s == NATS_OK)
-			elog(LOG, "activity_core: created consumer %s on stream %s",
-				 ac_consumer_name, ac_stream_name);
+		created = s == NATS_OK;
 	}
 	else if (s == NATS_OK && ci && ci->Config)
 	{
 		jsConsumerConfig *c = ci->Config;
 
-		if (c->AckPolicy != js_AckExplicit ||
-			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0))
-			ereport(WARNING,
-					(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",
-							ac_consumer_name),
-					 errdetail("Expected explicit acks and filter subject %s.", subject)));
+		foreign = c->AckPolicy != js_AckExplicit ||
+			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0);
 	}
 	RestoreSignals(&old);
+	/* signals are restored: logging is safe again */
+	if (created)
+		elog(LOG, "activity_core: created consumer %s on stream %s",
+			 ac_consumer_name, ac_stream_name);
+	if (foreign)
+		ereport(WARNING,
+				(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",
+						ac_consumer_name),
+				 errdetail("Expected explicit acks and filter subject %s.", subject)));
 	if (ci)
 		jsConsumerInfo_Destroy(ci);
 	if (s != NATS_OK)
@@ -311,17 +330,51 @@ AcNatsSubscribe(AcNats *n, char **error)
 }
 
 /*
+ * Does the error NATS closed the connection with refuse the message itself
+ * ("Maximum Control Line Exceeded", "Maximum Payload Violation")?
+ */
+static bool
+RefusesMessage(const char *text)
+{
+	char		lower[256];
+	int			i;
+
+	for (i = 0; text[i] && i < (int) sizeof(lower) - 1; i++)
+		lower[i] = pg_tolower((unsigned char) text[i]);
+	lower[i] = '\0';
+	return strstr(lower, "control line") != NULL || strstr(lower, "payload") != NULL;
+}
+
+/*
+ * Bytes a message published with this Msg-Id takes against the server's
+ * max_payload: the data plus the header block nats.c sends with it
+ * ("NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n").
+ */
+int64
+AcNatsMessageSize(const char *msg_id, int len)
+{
+	return (int64) len + strlen("NATS/1.0\r\n" "Nats-Msg-Id: " "\r\n" "\r\n") + strlen(msg_id);
+}
+
+/*
  * Publish one message with a Msg-Id (JetStream drops duplicates of it
  * within the stream's window).  Returns NULL on success, else the reason.
+ * *connection_error is set when the connection failed under the publish;
+ * *permanent when NATS refused this message itself (too large, or the
+ * server closed the connection over its control line), so that sending it
+ * again can only fail again.
  */
 char *
 AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
-			  const char *data, int len, bool *connection_error)
+			  const char *data, int len, bool *connection_error, bool *permanent)
 {
 	jsPubOptions po;
 	jsPubAck   *pa = NULL;
 	jsErrCode	jerr = 0;
 	natsStatus	s;
+	natsStatus	last = NATS_OK;
+	bool		closed = false;
+	char		last_text[256] = "";
 	sigset_t	old;
 
 	jsPubOptions_Init(&po);
@@ -329,14 +382,28 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 	po.MaxWait = 1000;
 	BlockSignals(&old);
 	s = js_Publish(&pa, n->js, subject, data, len, &po, &jerr);
-	RestoreSignals(&old);
 	if (pa)
 		jsPubAck_Destroy(pa);
+	if (s != NATS_OK)
+	{
+		const char *t = NULL;
+
+		closed = natsConnection_IsClosed(n->nc);
+		last = natsConnection_GetLastError(n->nc, &t);
+		if (t)
+			strlcpy(last_text, t, sizeof(last_text));
+	}
+	RestoreSignals(&old);
+	/* signals are restored: from here on palloc and elog are safe */
 	*connection_error = (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
 						 s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
 						 s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION ||
 						 s == NATS_NOT_YET_CONNECTED);
-	if (s != NATS_OK)
-		return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
-	return NULL;
+	*permanent = s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr ||
+		(closed && last != NATS_OK && RefusesMessage(last_text));
+	if (s == NATS_OK)
+		return NULL;
+	if (*permanent && closed && last_text[0])
+		return psprintf("NATS closed the connection: %s", last_text);
+	return psprintf("%s (JetStream error %d)", AcNatsError(s), (int) jerr);
 }

@@ -27,7 +27,9 @@ extern bool AcNatsEnsureStream(AcNats *n, char **error);
 extern bool AcNatsEnsureConsumer(AcNats *n, char **error);
 extern bool AcNatsSubscribe(AcNats *n, char **error);
 extern char *AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
-						   const char *data, int len, bool *connection_error);
+						   const char *data, int len, bool *connection_error,
+						   bool *permanent);
+extern int64 AcNatsMessageSize(const char *msg_id, int len);
 extern char *AcNatsError(natsStatus s);
 
 #endif							/* AC_NATS_CLIENT_H */

@@ -9,7 +9,8 @@
  * publishes committed rows with their Msg-Id (JetStream drops a duplicate
  * within the stream's window, so a retry after a lost acknowledgement
  * publishes once) and deletes each row once JetStream acknowledged it.
- * Failures are retried with backoff.  The NATS connection is opened on
+ * Failures are retried with backoff; a message NATS refuses for good is
+ * marked error_permanent.  The NATS connection is opened on
  * first use, after the fork, with signals blocked (nats_client.c).
  *
  * IDENTIFICATION
@@ -41,6 +42,8 @@ typedef struct OutboxRow
 	bytea	   *data;
 	int			attempts;
 	char	   *error;
+	bool		permanent;		/* NATS refuses this message for good */
+	bool		untried;		/* not sent: the connection failed before it */
 } OutboxRow;
 
 static AcNats *pub_nats = NULL;
@@ -90,10 +93,78 @@ EnsureConnection(void)
 	}
 	pub_nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
 	*pub_nats = *n;
+	/* what ac_publish checks events against */
+	AcSetNatsMaxPayload(natsConnection_GetMaxPayload(pub_nats->nc));
 	return NULL;
 }
 
-/* Publish a batch of due outbox rows; returns how many were handled. */
+/* The batch of outbox rows whose outcomes are recorded. */
+typedef struct OutboxBatch
+{
+	const char *q;
+	OutboxRow  *rows;
+} OutboxBatch;
+
+/* Record the outcome of outbox row i. */
+static void
+RecordOutboxRow(int i, void *arg)
+{
+	OutboxBatch *b = (OutboxBatch *) arg;
+	OutboxRow  *r = &b->rows[i];
+	const char *q = b->q;
+	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, BOOLOID};
+	Datum		values[4];
+	int			ret;
+
+	values[0] = Int64GetDatum(r->id);
+	if (r->untried && r->error == NULL)
+		return;
+	if (r->untried)
+	{
+		/* not its failure: no attempt counted, tried again in a second */
+		values[1] = CStringGetTextDatum(r->error);
+		ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_outbox SET last_error = $2, "
+											 "next_attempt_at = pg_catalog.now() + interval '1 second' "
+											 "WHERE id = $1", q),
+									2, types, values, NULL, false, 0);
+	}
+	else if (r->error == NULL)
+		ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_outbox WHERE id = $1", q),
+									1, types, values, NULL, false, 0);
+	else
+	{
+		int			backoff = Min(300, 1 << Min(r->attempts, 8));
+
+		values[1] = CStringGetTextDatum(r->error);
+		values[2] = Int32GetDatum(backoff);
+		values[3] = BoolGetDatum(r->permanent);
+		ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_outbox SET attempts = attempts + 1, "
+											 "last_error = $2, error_permanent = $4, "
+											 "next_attempt_at = CASE WHEN NOT $4 THEN pg_catalog.now() "
+											 "+ pg_catalog.make_interval(secs => $3) END WHERE id = $1", q),
+									4, types, values, NULL, false, 0);
+		if (r->permanent)
+			ereport(WARNING,
+					(errmsg("activity_core: NATS refuses outbox entry " INT64_FORMAT " (subject %.80s%s): %s",
+							r->id, r->subject, strlen(r->subject) > 80 ? "..." : "", r->error),
+					 errhint("The entry is not published; see ac_outbox.last_error.")));
+		else
+			elog(LOG, "activity_core: publishing outbox entry " INT64_FORMAT " failed, retry in %d s: %s",
+				 r->id, backoff, r->error);
+	}
+	if (ret < 0)
+		elog(ERROR, "could not record an outbox outcome: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * Publish a batch of due outbox rows; returns how many were handled.  A
+ * row NATS refuses for good (larger than the server's max_payload, or a
+ * control line the server closes the connection over) is marked
+ * error_permanent and skipped from then on.  When the connection fails
+ * under one row, that row alone counts an attempt and backs off; the rows
+ * after it go on the next pass, on a fresh connection.  Rows tried before
+ * come after fresh ones, so a failing row holds back nothing.
+ */
 int
 AcDrainOutbox(const char *schema, int limit)
 {
@@ -103,15 +174,17 @@ AcDrainOutbox(const char *schema, int limit)
 	int			ret;
 	char	   *conn_error;
 	bool		lost = false;
+	bool		permanent = false;
+	bool		lost_permanent = false;
+	char	   *lost_error = NULL;
+	int64		max_payload = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	ret = SPI_execute(psprintf("SELECT id, subject, msg_id, data, attempts FROM %s.ac_outbox "
-							   "WHERE next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now() "
-							   "ORDER BY id LIMIT %d", q, limit), true, 0);
+							   "WHERE NOT error_permanent "
+							   "  AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now()) "
+							   "ORDER BY attempts, id LIMIT %d", q, limit), true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the outbox: %s", SPI_result_code_string(ret));
 	n = (int) SPI_processed;
@@ -130,32 +203,55 @@ AcDrainOutbox(const char *schema, int limit)
 		rows[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	if (n == 0)
 		return 0;
 
 	conn_error = EnsureConnection();
+	if (pub_nats)
+		max_payload = natsConnection_GetMaxPayload(pub_nats->nc);
 	for (int i = 0; i < n; i++)
 	{
+		OutboxRow  *r = &rows[i];
+		int64		size = AcNatsMessageSize(r->msg_id, VARSIZE_ANY_EXHDR(r->data));
+
 		/* each publish may wait up to 2 s: stay responsive to SIGTERM */
 		CHECK_FOR_INTERRUPTS();
-		if (conn_error)
+		if (lost)
 		{
-			rows[i].error = conn_error;
+			/*
+			 * The connection failed under an earlier row.  When NATS refused
+			 * that row for good, the rest goes on the next pass, on a fresh
+			 * connection; else it waits a second, as NATS may be down.
+			 */
+			r->untried = true;
+			if (!lost_permanent)
+				r->error = psprintf("not tried, NATS did not answer: %s", lost_error);
 			continue;
 		}
-		rows[i].error = AcNatsPublish(pub_nats, rows[i].subject, rows[i].msg_id,
-									  VARDATA_ANY(rows[i].data), VARSIZE_ANY_EXHDR(rows[i].data),
-									  &lost);
-		if (rows[i].error == NULL)
+		if (conn_error)
+		{
+			r->error = conn_error;
+			continue;
+		}
+		if (max_payload > 0 && size > max_payload)
+		{
+			r->permanent = true;
+			r->error = psprintf("the message is %lld bytes with its headers, over the NATS server's max_payload of %lld bytes",
+								(long long) size, (long long) max_payload);
+			continue;
+		}
+		r->error = AcNatsPublish(pub_nats, r->subject, r->msg_id,
+								 VARDATA_ANY(r->data), VARSIZE_ANY_EXHDR(r->data),
+								 &lost, &permanent);
+		r->permanent = r->error != NULL && permanent;
+		if (r->error == NULL)
 			AcCount(AC_STAT_EVENTS_PUBLISHED, 1);
 		else if (lost)
 		{
-			/* NATS is not answering: the rest of the batch waits its turn */
-			conn_error = psprintf("not tried, NATS did not answer: %s", rows[i].error);
+			lost_permanent = r->permanent;
+			lost_error = r->error;
 		}
 	}
 	/* a closed connection is opened afresh next time */
@@ -165,38 +261,18 @@ AcDrainOutbox(const char *schema, int limit)
 		pub_nats = NULL;
 	}
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int i = 0; i < n; i++)
+	AcWorkerBegin();
 	{
-		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
-		Datum		values[3];
+		OutboxBatch b = {q, rows};
+		char	  **errors = AcEachRowIsolated(n, RecordOutboxRow, &b);
 
-		values[0] = Int64GetDatum(rows[i].id);
-		if (rows[i].error == NULL)
-			ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_outbox WHERE id = $1", q),
-										1, types, values, NULL, false, 0);
-		else
-		{
-			int			backoff = Min(300, 1 << Min(rows[i].attempts, 8));
-
-			values[1] = CStringGetTextDatum(rows[i].error);
-			values[2] = Int32GetDatum(backoff);
-			ret = SPI_execute_with_args(psprintf("UPDATE %s.ac_outbox SET attempts = attempts + 1, "
-												 "last_error = $2, next_attempt_at = pg_catalog.now() "
-												 "+ pg_catalog.make_interval(secs => $3) WHERE id = $1", q),
-										3, types, values, NULL, false, 0);
-			elog(LOG, "activity_core: publishing outbox entry " INT64_FORMAT " failed, retry in %d s: %s",
-				 rows[i].id, backoff, rows[i].error);
-		}
-		if (ret < 0)
-			elog(ERROR, "could not record an outbox outcome: %s", SPI_result_code_string(ret));
+		for (int i = 0; i < n; i++)
+			if (errors[i])
+				ereport(WARNING,
+						(errmsg("activity_core: could not record the outcome of outbox entry " INT64_FORMAT ": %s",
+								rows[i].id, errors[i])));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 	return n;
 }

@@ -583,14 +583,9 @@ AcReconcileInWorker(const char *schema)
 	int			repairs;
 	MemoryContext caller = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	n = Reconcile(schema, true, &items, &repairs);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(caller);
 	elog(repairs > 0 ? LOG : DEBUG1,
 		 "activity_core: reconcile checked %d schedules, repaired %d", n, repairs);

@@ -18,6 +18,11 @@
  * deliveries, then dead letter; Temporal refused a start, or the message
  * is poison -> a row in ac_dead_letters (committed first), then term.
  *
+ * The index is rebuilt when a relcache invalidation of the definitions
+ * table arrives (taken in with AcceptInvalidationMessages() before each
+ * batch is routed, as pg_cron does), and at least every
+ * activity_core.router_refresh_interval, for changes that send none.
+ *
  * No PostgreSQL function is ever called from a nats.c thread: no callback
  * is registered, and every nats.c call is made from this main thread.
  *
@@ -40,8 +45,10 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "events.h"
 #include "nats_client.h"
@@ -75,6 +82,9 @@ static AcNats *nats = NULL;
 static natsMsgList fetched = {0};	/* the batch being routed, if any */
 static AcEventIndex *event_index = NULL;
 static uint64 index_generation = 0;
+static TimestampTz index_built_at = 0;
+static volatile bool index_valid = false;
+static Oid	definitions_relid = InvalidOid;
 
 
 /* Release the fetched batch (safe to call twice). */
@@ -128,31 +138,63 @@ StartDone(AcRequest *req, void *arg)
 	return false;
 }
 
-/* Rebuild the index when event definitions changed since the last build. */
+/*
+ * Relcache callback: a committed change to ac_activity_definitions (or a
+ * reset of the whole cache) makes the index stale.  Only sets a flag.
+ */
+static void
+DefinitionsInvalidated(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == definitions_relid)
+		index_valid = false;
+}
+
+/*
+ * Rebuild the index when it is stale: a relcache invalidation of the
+ * definitions table arrived, the generation a committing backend bumps
+ * changed, or activity_core.router_refresh_interval passed (which covers
+ * changes made with triggers disabled and logical replication apply).
+ */
 static void
 RefreshIndex(const char *schema)
 {
-	uint64		gen = AcEventGeneration();
-
+	uint64		gen;
+	TimestampTz now;
 	MemoryContext caller = CurrentMemoryContext;
 
-	if (event_index && gen == index_generation)
+	/* deliver invalidations committed so far to DefinitionsInvalidated */
+	AcceptInvalidationMessages();
+	gen = AcEventGeneration();
+	now = GetCurrentTimestamp();
+	if (event_index && index_valid && gen == index_generation &&
+		(ac_router_refresh_interval_s == 0 ||
+		 now < TimestampTzPlusMilliseconds(index_built_at,
+										   (int64) ac_router_refresh_interval_s * 1000)))
 		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	{
-		AcEventIndex *fresh = AcBuildEventIndex(schema, TopMemoryContext);
 
-		AcFreeEventIndex(event_index);
-		event_index = fresh;
+	/* an invalidation arriving from here on makes this build stale again */
+	index_valid = true;
+	PG_TRY();
+	{
+		AcWorkerBegin();
+		{
+			AcEventIndex *fresh = AcBuildEventIndex(schema, TopMemoryContext);
+
+			AcFreeEventIndex(event_index);
+			event_index = fresh;
+		}
+		definitions_relid = AcDefinitionsRelid();
+		AcWorkerCommit();
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PG_CATCH();
+	{
+		index_valid = false;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
 	index_generation = gen;
+	index_built_at = now;
 	elog(DEBUG1, "activity_core router: index of %d event definitions built",
 		 AcEventIndexSize(event_index));
 }
@@ -172,10 +214,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 		any = msgs[i].poison;
 	if (!any)
 		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
@@ -203,9 +242,7 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 		elog(LOG, "activity_core router: dead letter for stream sequence " UINT64_FORMAT ": %s",
 			 m->stream_seq, m->error);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(caller);
 }
 
@@ -379,6 +416,7 @@ ac_router_main(Datum arg)
 	BackgroundWorkerInitializeConnection(ac_database, NULL, 0);
 	pgstat_report_appname("activity_core router");
 	before_shmem_exit(RouterExit, (Datum) 0);
+	CacheRegisterRelcacheCallback(DefinitionsInvalidated, (Datum) 0);
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "activity_core router batch",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -398,7 +436,11 @@ ac_router_main(Datum arg)
 			char	   *error = NULL;
 
 			if (schema == NULL)
+			{
 				schema = AcWorkerSchema();
+				/* a new schema may hold other definitions */
+				index_valid = false;
+			}
 			if (schema == NULL)
 				sleep_ms = 5000;
 			else if (nats == NULL && !RouterConnect(&error))
@@ -429,7 +471,7 @@ ac_router_main(Datum arg)
 				{
 					/*
 					 * A definition committed while we waited must apply to
-					 * these messages: look at the generation again.
+					 * these messages: take in the invalidations again.
 					 */
 					RefreshIndex(schema);
 					pgstat_report_activity(STATE_RUNNING, "routing events");
@@ -455,6 +497,7 @@ ac_router_main(Datum arg)
 		}
 		PG_CATCH();
 		{
+			MemoryContextSwitchTo(batch_cxt);
 			HOLD_INTERRUPTS();
 			EmitErrorReport();
 			AbortOutOfAnyTransaction();
@@ -463,6 +506,11 @@ ac_router_main(Datum arg)
 			pgstat_report_activity(STATE_IDLE, NULL);
 			/* unacked messages come back after the ack wait; free our copy */
 			DropFetched();
+			/* the extension may have moved (dropped, created elsewhere): look again */
+			if (schema)
+				pfree(schema);
+			schema = NULL;
+			index_valid = false;
 			sleep_ms = 1000;
 		}
 		PG_END_TRY();

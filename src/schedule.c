@@ -86,6 +86,7 @@ typedef struct SyncItem
 	char	   *error;
 	bool		exists_after;
 	char	   *backfill;		/* JSON text describing the backfill */
+	bool		refused;		/* the row itself cannot be processed */
 } SyncItem;
 
 static char *ScheduleBody(SyncItem *it, bool create);
@@ -178,9 +179,18 @@ PrepareBackfill(SyncItem *it)
 {
 	char	   *body;
 
+	/*
+	 * The request id is derived from the definition, the revision that
+	 * re-enabled it and the start of the paused span, none of which change
+	 * when the backfill is sent again because its outcome was not recorded
+	 * (a crash, a failed commit): Temporal drops the repeat.
+	 */
+	char	   *request_id = AcDerivedUuid(psprintf("backfill|%s|" INT64_FORMAT "|%s",
+													it->id, it->revision, it->paused_at));
+
 	if (!AcBackfillBody(it->req.response, it->req.response_len, it->policy,
 						it->max_catchup, it->paused_at, it->now,
-						&body, &it->backfill))
+						request_id, &body, &it->backfill))
 		return false;
 	AcRequestSet(&it->req, "POST",
 				 AcTemporalUrl("/schedules/%s/patch",
@@ -279,7 +289,88 @@ GetText(HeapTuple tup, TupleDesc desc, int col)
 	return v ? pstrdup(v) : NULL;
 }
 
-/* Read up to `limit` due intents with their definitions. */
+/* What reading one intent row needs. */
+typedef struct ReadRow
+{
+	HeapTuple	tup;
+	TupleDesc	desc;
+	SyncItem   *it;
+} ReadRow;
+
+/* Parse max_catchup_runs as the validation trigger would accept it. */
+static int
+ParseMaxCatchup(const char *v)
+{
+	char	   *end;
+	long		n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < 1 || n > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.max_catchup_runs must be an integer from 1 to 1000, not \"%s\"", v),
+				 errhint("The row was written without the validation trigger; fix the definition.")));
+	return (int) n;
+}
+
+/* Fill an item from its intent row (may throw: run in a subtransaction). */
+static void
+ReadItem(void *arg)
+{
+	ReadRow    *r = (ReadRow *) arg;
+	HeapTuple	tup = r->tup;
+	TupleDesc	desc = r->desc;
+	SyncItem   *it = r->it;
+	char	   *v;
+
+	v = SPI_getvalue(tup, desc, 3);
+	it->is_cron = v && v[0] == 't';
+	v = SPI_getvalue(tup, desc, 4);
+	it->enabled = v && v[0] == 't';
+	it->name = GetText(tup, desc, 5);
+	it->workflow_type = GetText(tup, desc, 6);
+	it->task_queue = GetText(tup, desc, 7);
+	it->cron = GetText(tup, desc, 8);
+	it->timezone = GetText(tup, desc, 9);
+	it->policy = GetText(tup, desc, 10);
+	v = SPI_getvalue(tup, desc, 11);
+	it->max_catchup = v && it->is_cron ? ParseMaxCatchup(v) : DEFAULT_MAX_CATCHUP_RUNS;
+	it->input = GetText(tup, desc, 12);
+	v = SPI_getvalue(tup, desc, 13);
+	it->schedule_exists = v && v[0] == 't';
+	it->paused_at = GetText(tup, desc, 14);
+	it->now = GetText(tup, desc, 15);
+	it->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 16));
+	it->attempted_revision = pg_strtoint64(SPI_getvalue(tup, desc, 17));
+	if (it->timezone == NULL)
+		it->timezone = "UTC";
+	if (it->policy == NULL)
+		it->policy = "skip";
+	if (it->input == NULL)
+		it->input = "{}";
+	/* a row written without the validation trigger may lack its cron */
+	if (it->is_cron && it->cron == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger_config.cron_expression is missing"),
+				 errhint("The row was written without the validation trigger; fix the definition.")));
+}
+
+/* Mark an item as a permanent failure of its own, never sent to Temporal. */
+static void
+RefuseItem(SyncItem *it, const char *error)
+{
+	it->refused = true;
+	it->done_ok = false;
+	it->permanent = true;
+	it->error = psprintf("cannot be processed: %s", error);
+}
+
+/*
+ * Read up to `limit` due intents with their definitions.  A row that
+ * cannot be read is returned refused, with the reason.
+ */
 static int
 ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items)
 {
@@ -304,6 +395,7 @@ ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items
 	int			ret = SPI_execute(sql, true, 0);
 	int			n;
 	MemoryContext old;
+	SPITupleTable *tuptable = SPI_tuptable;
 
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read schedule intents: %s", SPI_result_code_string(ret));
@@ -312,38 +404,19 @@ ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items
 	*items = palloc0(sizeof(SyncItem *) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ReadRow		r;
+		char	   *error;
 		SyncItem   *it = palloc0(sizeof(SyncItem));
-		char	   *v;
 
-		it->id = GetText(tup, desc, 1);
-		it->revision = pg_strtoint64(SPI_getvalue(tup, desc, 2));
-		v = SPI_getvalue(tup, desc, 3);
-		it->is_cron = v && v[0] == 't';
-		v = SPI_getvalue(tup, desc, 4);
-		it->enabled = v && v[0] == 't';
-		it->name = GetText(tup, desc, 5);
-		it->workflow_type = GetText(tup, desc, 6);
-		it->task_queue = GetText(tup, desc, 7);
-		it->cron = GetText(tup, desc, 8);
-		it->timezone = GetText(tup, desc, 9);
-		it->policy = GetText(tup, desc, 10);
-		v = SPI_getvalue(tup, desc, 11);
-		it->max_catchup = v ? pg_strtoint32(v) : DEFAULT_MAX_CATCHUP_RUNS;
-		it->input = GetText(tup, desc, 12);
-		v = SPI_getvalue(tup, desc, 13);
-		it->schedule_exists = v && v[0] == 't';
-		it->paused_at = GetText(tup, desc, 14);
-		it->now = GetText(tup, desc, 15);
-		it->attempts = pg_strtoint32(SPI_getvalue(tup, desc, 16));
-		it->attempted_revision = pg_strtoint64(SPI_getvalue(tup, desc, 17));
-		if (it->timezone == NULL)
-			it->timezone = "UTC";
-		if (it->policy == NULL)
-			it->policy = "skip";
-		if (it->input == NULL)
-			it->input = "{}";
+		r.tup = tuptable->vals[i];
+		r.desc = tuptable->tupdesc;
+		r.it = it;
+		/* the key columns are a uuid and a bigint: always readable */
+		it->id = GetText(r.tup, r.desc, 1);
+		it->revision = pg_strtoint64(SPI_getvalue(r.tup, r.desc, 2));
+		error = AcTryInSubxact(ReadItem, &r);
+		if (error)
+			RefuseItem(it, error);
 		(*items)[i] = it;
 	}
 	MemoryContextSwitchTo(old);
@@ -432,7 +505,8 @@ RecordOutcome(const char *schema, SyncItem *it)
 		{
 			AcCount(AC_STAT_SCHEDULE_FAILURES, 1);
 			ereport(WARNING,
-					(errmsg("Temporal refused the schedule of activity %s (\"%s\"): %s",
+					(errmsg("%s the schedule of activity %s (\"%s\"): %s",
+							it->refused ? "activity_core could not build" : "Temporal refused",
 							it->id, it->name ? it->name : "deleted", it->error),
 					 errhint("The change is not retried until the definition changes; see ac_sync_status.")));
 		}
@@ -445,6 +519,62 @@ RecordOutcome(const char *schema, SyncItem *it)
 	}
 	if (ret < 0)
 		elog(ERROR, "could not record a schedule outcome: %s", SPI_result_code_string(ret));
+}
+
+/* The batch whose outcomes are recorded. */
+typedef struct RecordArgs
+{
+	const char *schema;
+	SyncItem  **items;
+} RecordArgs;
+
+/* Record the outcome of row i of a batch. */
+static void
+RecordRow(int i, void *arg)
+{
+	RecordArgs *ra = (RecordArgs *) arg;
+
+	RecordOutcome(ra->schema, ra->items[i]);
+}
+
+/* Free the malloc'd parts of every request of a batch. */
+static void
+FreeItems(SyncItem **items, int n)
+{
+	for (int i = 0; i < n; i++)
+		AcRequestFree(&items[i]->req);
+}
+
+/*
+ * Record the outcomes of a batch in one transaction; a row whose outcome
+ * cannot be recorded fails alone.  Temporal's responses are malloc'd:
+ * they are freed on every path.
+ */
+static void
+RecordBatch(const char *schema, SyncItem **items, int n)
+{
+	PG_TRY();
+	{
+		RecordArgs	ra = {schema, items};
+		char	  **errors;
+
+		AcWorkerBegin();
+		errors = AcEachRowIsolated(n, RecordRow, &ra);
+		for (int i = 0; i < n; i++)
+			if (errors[i])
+				ereport(WARNING,
+						(errmsg("activity_core: could not record the schedule outcome of activity %s: %s",
+								items[i]->id, errors[i]),
+						 errhint("It is applied again on the next pass.")));
+		AcWorkerCommit();
+	}
+	PG_CATCH();
+	{
+		FreeItems(items, n);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	FreeItems(items, n);
 }
 
 /*
@@ -462,14 +592,9 @@ AcSyncScheduleBatch(const char *schema, int limit)
 	int			n;
 
 	/* 1. read, in a short transaction */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	AcWorkerBegin();
 	n = ReadDueItems(schema, limit, cxt, &items);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	AcWorkerCommit();
 	MemoryContextSwitchTo(cxt);
 
 	if (n == 0)
@@ -483,40 +608,38 @@ AcSyncScheduleBatch(const char *schema, int limit)
 	pgstat_report_activity(STATE_RUNNING, "applying schedule changes to Temporal");
 	{
 		SyncItem  **run = palloc(sizeof(SyncItem *) * n);
-		int			nrun = 0;
+		volatile int nrun = 0;
 
 		for (int i = 0; i < n; i++)
 		{
 			SyncItem   *it = items[i];
 
-			/* a row written without the validation trigger may lack its cron */
-			if (it->is_cron && it->cron == NULL)
-			{
-				it->done_ok = false;
-				it->permanent = true;
-				it->error = "the definition has no cron_expression (written without validation)";
+			if (it->refused)
 				continue;
+			/* building the request may refuse what the row holds */
+			PG_TRY();
+			{
+				SetStep(it, it->is_cron ?
+						(it->schedule_exists ? STEP_UPDATE : STEP_CREATE) : STEP_DELETE);
+				run[nrun++] = it;
 			}
-			SetStep(it, it->is_cron ?
-					(it->schedule_exists ? STEP_UPDATE : STEP_CREATE) : STEP_DELETE);
-			run[nrun++] = it;
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(cxt);
+				edata = CopyErrorData();
+				FlushErrorState();
+				AcRequestFree(&it->req);
+				RefuseItem(it, edata->message);
+			}
+			PG_END_TRY();
 		}
 		AcTemporalRun((AcRequest **) run, nrun, ac_temporal_concurrency, SyncDone, NULL);
 	}
 
 	/* 3. record, in a second short transaction */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int i = 0; i < n; i++)
-	{
-		RecordOutcome(schema, items[i]);
-		AcRequestFree(&items[i]->req);
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	RecordBatch(schema, items, n);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	MemoryContextSwitchTo(old);

@@ -8,7 +8,9 @@
  * needs one.  The dispatcher publishes its PGPROC number with
  * an atomic store when it starts and clears it when it exits; backends
  * read it atomically and set that process's latch.  Counters are 64-bit
- * atomics bumped by whichever process does the work.  No process-local
+ * atomics bumped by whichever process does the work.  The NATS server's
+ * max_payload is an atomic the dispatcher stores once connected (0 while
+ * unknown), so that ac_publish can refuse what NATS would.  No process-local
  * pointer or file descriptor is ever stored here.
  *
  * IDENTIFICATION
@@ -91,6 +93,7 @@ AcShmemStartup(void)
 		SpinLockInit(&ac_shared->mutex);
 		ac_shared->router_error[0] = '\0';
 		pg_atomic_init_u64(&ac_shared->event_generation, 1);
+		pg_atomic_init_u64(&ac_shared->nats_max_payload, 0);
 		for (int i = 0; i < AC_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&ac_shared->counters[i], 0);
 	}
@@ -163,6 +166,21 @@ AcBumpEventGeneration(void)
 {
 	if (ac_shared)
 		pg_atomic_fetch_add_u64(&ac_shared->event_generation, 1);
+}
+
+/* The NATS server's max_payload as the dispatcher last saw it; 0 = unknown. */
+int64
+AcNatsMaxPayload(void)
+{
+	return ac_shared ? (int64) pg_atomic_read_u64(&ac_shared->nats_max_payload) : 0;
+}
+
+/* Record the NATS server's max_payload (the dispatcher, once connected). */
+void
+AcSetNatsMaxPayload(int64 max_payload)
+{
+	if (ac_shared)
+		pg_atomic_write_u64(&ac_shared->nats_max_payload, (uint64) Max(max_payload, 0));
 }
 
 /* ac_stats() returns setof (name, value): the shared counters. */

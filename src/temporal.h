@@ -137,7 +137,7 @@ extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
 extern char *AcInstallationId(void);
 extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
 						   int max_runs, const char *from, const char *to,
-						   char **body, char **description);
+						   const char *request_id, char **body, char **description);
 extern const char *AcOverlapPolicy(const char *policy);
 extern const char *AcCatchupWindow(const char *policy);
 extern void AcParseError(AcRequest *req);

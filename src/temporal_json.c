@@ -200,13 +200,13 @@ AcScheduleBody(const AcScheduleSpec *spec, bool create)
 /*
  * From a ListScheduleMatchingTimes answer for the span a schedule was
  * paused, build the PatchSchedule body of its backfill: the last max_runs
- * missed fire times (catchup) or only the last one (compress).  Returns
- * false when no fire time was missed.
+ * missed fire times (catchup) or only the last one (compress), sent with
+ * the caller's request id.  Returns false when no fire time was missed.
  */
 bool
 AcBackfillBody(const char *matching, size_t len, const char *policy,
 			   int max_runs, const char *from, const char *to,
-			   char **body, char **description)
+			   const char *request_id, char **body, char **description)
 {
 	json_error_t err;
 	json_t	   *root = matching ? json_loadb(matching, len, 0, &err) : NULL;
@@ -231,12 +231,13 @@ AcBackfillBody(const char *matching, size_t len, const char *policy,
 		return false;
 	}
 	*body = JsonToText(json_pack("{s:s, s:{s:[{s:s, s:s, s:s}]}}",
-								 "requestId", AcNewUuid(),
+								 "requestId", request_id,
 								 "patch", "backfillRequest",
 								 "startTime", first,
 								 "endTime", last,
 								 "overlapPolicy", AcOverlapPolicy(policy)));
-	*description = JsonToText(json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}",
+	*description = JsonToText(json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s}",
+										"request_id", request_id,
 										"missed_from", from,
 										"missed_to", to,
 										"missed", (json_int_t) n,

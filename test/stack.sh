@@ -348,6 +348,7 @@ pg_block() {
   echo "activity_core.nats_url = 'nats://127.0.0.1:$NATS_PORT'"
   echo "activity_core.metrics_listen = '127.0.0.1:$METRICS'"
   echo "max_worker_processes = 16"
+  echo "max_prepared_transactions = 10"
   echo "log_min_messages = info"
   if [ "$MODE" = test ]; then echo "fsync = off"; fi
   echo "include_if_exists = 'activity_core.conf'"

@@ -24,7 +24,8 @@ import psycopg
 import pytest
 
 from conftest import (TEMPORAL_URL, describe_schedule, described, http, insert_definition,
-                      payload_value, poll, schedule_gone, schedule_id, stack, temporal, unique)
+                      log_offset, log_since, payload_value, poll, schedule_gone, schedule_id, stack,
+                      temporal, unique)
 
 DISABLED_NOTE = "disabled in ac_activity_definitions"
 ENABLED_NOTE = "enabled in ac_activity_definitions"
@@ -541,6 +542,48 @@ def test_backfill_skip_runs_nothing(backfill):
     assert r["missed"] >= 5, r
     assert r["runs"] == [], r
     assert r["last_backfill"] is None, r
+
+
+def test_backfill_sent_again_after_a_lost_outcome_keeps_its_request_id(conn):
+    """A crash between the backfill and recording it (here: recording fails
+    twice, so the change is applied again on the next pass) sends the
+    backfill again with the same request id, which Temporal deduplicates."""
+    aid = insert_cron(conn, unique("backfill-retry"), "*/2 * * * * * *", policy="catchup",
+                      max_runs=2)
+    seq = f"ac_fail_{aid[:8]}"
+    try:
+        wait_sync(conn)
+        conn.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
+        wait_sync(conn)
+        assert sync_row(conn, aid)["paused_at"] is not None
+        time.sleep(4.5)
+        # recording the backfill fails on the first two tries (the batch, then the row alone)
+        conn.execute(f"CREATE SEQUENCE {seq}")
+        conn.execute(f"""CREATE FUNCTION {seq}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.last_backfill IS NOT NULL AND nextval('{seq}') <= 2 THEN
+                    RAISE EXCEPTION 'outcome lost, backfill request %',
+                        NEW.last_backfill->>'request_id';
+                END IF;
+                RETURN NEW;
+            END $$""")
+        conn.execute(f"CREATE TRIGGER {seq} BEFORE INSERT OR UPDATE ON ac_schedule_sync "
+                     f"FOR EACH ROW WHEN (NEW.activity_id = '{aid}') EXECUTE FUNCTION {seq}()")
+        offset = log_offset()
+        conn.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
+        wait_sync(conn)
+        recorded = sync_row(conn, aid)["last_backfill"]
+        assert recorded and recorded.get("request_id"), recorded
+        lost = re.findall(r"outcome lost, backfill request (\S+)", log_since(offset))
+        assert lost, log_since(offset)[-2000:]
+        assert set(lost) == {recorded["request_id"]}, (lost, recorded)
+        assert conn.execute(f"SELECT last_value FROM {seq}").fetchone()[0] >= 3
+    finally:
+        conn.execute(f"DROP TRIGGER IF EXISTS {seq} ON ac_schedule_sync")
+        conn.execute(f"DROP FUNCTION IF EXISTS {seq}()")
+        conn.execute(f"DROP SEQUENCE IF EXISTS {seq}")
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+        settle(conn, [aid])
 
 
 # ---------------------------------------------------------------- failures
