@@ -20,6 +20,7 @@ OBJS = \
 	src/nats_client.o \
 	src/outbox.o \
 	src/publish.o \
+	src/publish_check.o \
 	src/reconcile.o \
 	src/router.o \
 	src/schedule.o \

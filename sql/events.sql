@@ -34,6 +34,15 @@ SELECT ac_publish('order.created', '[1, 2]');
 SELECT ac_publish('order.created', '{}', 'a/b');
 SELECT ac_publish('order.created', '{}', '');
 SELECT ac_publish('order.created', jsonb_build_object('blob', repeat('x', 2000000)));
+-- a subject NATS cannot carry, a payload too deep for the SDKs, an id unfit for a header
+SELECT ac_publish(E'order\u0085created', '{}');
+SELECT ac_publish(repeat('t', 256), '{}');
+SELECT ac_publish('order.created', (repeat('{"a": ', 101) || '1' || repeat('}', 101))::jsonb);
+BEGIN;
+SELECT ac_publish('order.created', (repeat('{"a": ', 100) || '1' || repeat('}', 100))::jsonb, 'deep-ok') AS deep_ok;
+ROLLBACK;
+SELECT ac_publish('order.created', '{}', E'line\nbreak');
+SELECT ac_check_publish('order.created', '{}', 'fine');
 -- a committed publish is queued for the dispatcher
 BEGIN;
 SELECT ac_publish('order.created', '{"region": "eu"}', 'fixed-id') AS event_id;

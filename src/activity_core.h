@@ -17,6 +17,9 @@
 
 #include "compat.h"
 
+/* JSON nesting the router accepts in an event's payload (events.c, publish_check.c) */
+#define AC_MAX_EVENT_DEPTH 100
+
 #ifndef AC_VERSION
 #define AC_VERSION "unknown"
 #endif

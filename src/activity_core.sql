@@ -333,6 +333,14 @@ CREATE FUNCTION ac_outbox_wake() RETURNS void
 	AS 'MODULE_PATHNAME', 'ac_outbox_wake'
 	LANGUAGE C VOLATILE;
 
+-- What NATS or the router would refuse later, refused at the call.
+CREATE FUNCTION ac_check_publish(event_type text, payload jsonb, event_id text) RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_check_publish'
+	LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION ac_check_publish(text, jsonb, text) IS
+	'Raises the error ac_publish() gives for these arguments, if any';
+
 -- Publish an event to <prefix>.<event_type> once the transaction commits.
 CREATE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
 RETURNS text
@@ -341,27 +349,7 @@ DECLARE
 	id text := coalesce(event_id, pg_catalog.gen_random_uuid()::text);
 	prefix text := coalesce(pg_catalog.current_setting('activity_core.subject_prefix', true), 'activity');
 BEGIN
-	IF event_type IS NULL OR event_type !~ '^[^.*> [:cntrl:]]+(\.[^.*> [:cntrl:]]+)*$' THEN
-		RAISE EXCEPTION 'invalid event_type "%"', event_type
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Events are published to activity.<event_type>: dot-separated tokens without spaces, "*" or ">".';
-	END IF;
-	IF payload IS NULL OR pg_catalog.jsonb_typeof(payload) <> 'object' THEN
-		RAISE EXCEPTION 'payload must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF pg_catalog.octet_length(payload::text) + pg_catalog.octet_length(id)
-		+ pg_catalog.octet_length(event_type) + 200
-		> pg_catalog.pg_size_bytes(coalesce(pg_catalog.current_setting('activity_core.max_event_size', true), '1MB')) THEN
-		RAISE EXCEPTION 'the event is larger than activity_core.max_event_size'
-			USING ERRCODE = 'program_limit_exceeded',
-				  HINT = 'The router would dead-letter it; keep payloads small and pass references to large data.';
-	END IF;
-	IF id = '' OR pg_catalog.strpos(id, '/') > 0 OR pg_catalog.octet_length(id) > 900 THEN
-		RAISE EXCEPTION 'invalid event_id "%"', id
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'An event_id is non-empty, at most 900 bytes and has no "/" (it becomes part of a workflow id).';
-	END IF;
+	PERFORM @extschema@.ac_check_publish(event_type, payload, id);
 	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data)
 	VALUES (prefix || '.' || event_type, id,
 			pg_catalog.convert_to(pg_catalog.jsonb_build_object(

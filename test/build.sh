@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Build and install the extension for the server of the given pg_config.
-# Objects are rebuilt from scratch when the last build was for another
-# server, so one checkout can be tested against every major in turn.
+# Each server gets a build directory of its own under .cache/build (a copy
+# of the working tree, refreshed on every call, so make rebuilds only what
+# changed): objects built for one major never end up in another's library.
 #
 #   test/build.sh PG_CONFIG
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PG_CONFIG=${1:?usage: test/build.sh PG_CONFIG}
-stamp=$REPO/.cache/build-for
-mkdir -p "$REPO/.cache"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$PG_CONFIG" ]; then
-  make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
-fi
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG"
-echo "$PG_CONFIG" >"$stamp"
-make -C "$REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+dir=$REPO/.cache/build/$("$PG_CONFIG" --version | tr -c 'A-Za-z0-9.\n' '-')
+mkdir -p "$dir"
+tar -C "$REPO" --exclude=./.cache --exclude=./.local --exclude=./.git \
+  --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$dir" -xf -
+make -C "$dir" -s PG_CONFIG="$PG_CONFIG"
+make -C "$dir" -s PG_CONFIG="$PG_CONFIG" install >/dev/null

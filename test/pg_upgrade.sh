@@ -17,16 +17,6 @@ chmod 755 "$WORK"
 chown postgres "$WORK"
 as_pg() { (cd "$WORK" && runuser -u postgres -- "$@"); }
 fail() { echo "pg_upgrade $OLD -> $NEW: FAILED: $*" >&2; exit 1; }
-# the extension, built from the tracked files in a copy of its own per major
-build_for() {
-  local pgc=$1 dir=$REPO/.cache/build/$2
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  (cd "$REPO" && git ls-files -z | xargs -0 cp --parents -t "$dir")
-  make -C "$dir" -s PG_CONFIG="$pgc" >/dev/null
-  make -C "$dir" -s PG_CONFIG="$pgc" install >/dev/null
-}
-
 PGC_OLD=$(AC_PG_FROM=pypi bash "$REPO/test/pg.sh" "$OLD")
 PGC_NEW=$(AC_PG_FROM=pypi bash "$REPO/test/pg.sh" "$NEW")
 BIN_OLD=$("$PGC_OLD" --bindir)
@@ -37,8 +27,8 @@ stop_all() {
   rm -rf "$WORK"
 }
 trap stop_all EXIT
-build_for "$PGC_OLD" "$OLD"
-build_for "$PGC_NEW" "$NEW"
+bash "$REPO/test/build.sh" "$PGC_OLD"
+bash "$REPO/test/build.sh" "$PGC_NEW"
 
 psql_old() { as_pg "$BIN_OLD/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -d up "$@"; }
 psql_new() { as_pg "$BIN_NEW/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -d up "$@"; }
