@@ -29,6 +29,12 @@
 #define AC_VERSION "unknown"
 #endif
 
+/*
+ * Deepest nesting of arrays and objects an event payload may have; deeper
+ * ones are poison (SDK workers cannot decode very deep JSON).
+ */
+#define AC_MAX_EVENT_DEPTH 100
+
 /* GUC variables (guc.c) */
 extern char *ac_database;
 extern char *ac_temporal_url;
