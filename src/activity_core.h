@@ -17,12 +17,16 @@
 
 #include "compat.h"
 
-/* JSON nesting the router accepts in an event's payload (events.c, publish_check.c) */
-#define AC_MAX_EVENT_DEPTH 100
-
 #ifndef AC_VERSION
 #define AC_VERSION "unknown"
 #endif
+
+/*
+ * Deepest nesting of arrays and objects an event payload may have; deeper
+ * ones are poison in the router and refused by ac_publish (SDK workers
+ * cannot decode very deep JSON).
+ */
+#define AC_MAX_EVENT_DEPTH 100
 
 /* GUC variables (guc.c) */
 extern char *ac_database;

@@ -4,7 +4,9 @@
  *	  Event envelopes and the in-memory index of event definitions.
  *
  * An envelope is a JSON object with event_id, type, payload (object,
- * default {}) and optional occurred_at and source; a CloudEvents JSON event
+ * default {} when absent; null or any other non-object is poison, and so
+ * is a payload nested deeper than AC_MAX_EVENT_DEPTH) and optional
+ * occurred_at and source; a CloudEvents JSON event
  * (specversion, id, type, data) is read as the same thing.  Anything else
  * is poison, with a reason.
  *
@@ -106,6 +108,38 @@ RequiredString(Jsonb *obj, const char *key, const char *label, AcEnvelope *env)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/* Deepest nesting of arrays and objects in valid JSON text. */
+static int
+NestingDepth(const char *text, int len)
+{
+	int			depth = 0;
+	int			max = 0;
+	bool		in_string = false;
+
+	for (int i = 0; i < len; i++)
+	{
+		char		c = text[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			depth++;
+			max = Max(max, depth);
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return max;
+}
+
 /*
  * Parse the bytes of a message into an envelope.  Returns false, with
  * env->reason set, for poison.
@@ -138,6 +172,13 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 		return false;
 	}
 	text = pnstrdup(data, len);
+	/* before parsing, which recurses per level: the envelope is one level */
+	if (NestingDepth(text, len) > AC_MAX_EVENT_DEPTH + 1)
+	{
+		env->reason = psprintf("the payload is nested deeper than %d levels (AC_MAX_EVENT_DEPTH)",
+							   AC_MAX_EVENT_DEPTH);
+		return false;
+	}
 	lex = AcMakeJsonLexContext(text, len);
 	jerr = pg_parse_json(lex, &nullSemAction);
 	if (jerr != JSON_SUCCESS)
@@ -187,7 +228,8 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 	if (env->type == NULL)
 		return false;
 	payload = GetKey(root, cloudevent ? "data" : "payload");
-	if (payload == NULL || payload->type == jbvNull)
+	/* absent is {}; null, like any other non-object, is poison */
+	if (payload == NULL)
 		env->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
 	else if (payload->type == jbvBinary && JsonContainerIsObject(payload->val.binary.data))
 		env->payload = JsonbValueToJsonb(payload);

@@ -13,6 +13,11 @@
  * batch in flight together.  A start that Temporal reports as already
  * started counts as done, so redeliveries start nothing twice.
  *
+ * Copies of one event id in a batch: only the first delivered (lowest
+ * stream sequence) routes; the others start nothing and are acked when it
+ * is done, nak'd when it is not.  A message without JetStream metadata
+ * gets its delivery count from the router's own table.
+ *
  * Per message: every start done -> ack; a start failed for a transient
  * reason -> nak with a growing delay, until activity_core.router_max_deliveries
  * deliveries, then dead letter; Temporal refused a start, or the message
@@ -35,6 +40,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -45,6 +51,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -68,7 +75,19 @@ typedef struct RouterMsg
 	int			failed_transient;
 	int			failed_permanent;
 	char	   *error;
+	int			index;			/* position in the fetched batch */
+	bool		counted;		/* delivered is our own count (no metadata) */
+	struct RouterMsg *dup_of;	/* the first copy of its event id, if later */
 } RouterMsg;
+
+/* Deliveries the router counted for a message without metadata. */
+typedef struct DeliveryCount
+{
+	uint64		key;
+	uint64		count;
+} DeliveryCount;
+
+#define MAX_COUNTED 10000
 
 /* One workflow start. */
 typedef struct StartItem
@@ -85,6 +104,7 @@ static uint64 index_generation = 0;
 static TimestampTz index_built_at = 0;
 static volatile bool index_valid = false;
 static Oid	definitions_relid = InvalidOid;
+static HTAB *delivery_counts = NULL;
 
 
 /* Release the fetched batch (safe to call twice). */
@@ -246,20 +266,33 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 	MemoryContextSwitchTo(caller);
 }
 
-/* Parse one message and prepare a start for every matching definition. */
+/* The starts of a batch (heap memory: safe to read after a longjmp). */
+typedef struct StartList
+{
+	StartItem **items;
+	int			n;
+	int			cap;
+} StartList;
+
+/* Parse one message; false (and poison with a reason) when it is poison. */
+static bool
+ParseMessage(RouterMsg *m)
+{
+	if (AcParseEnvelope(natsMsg_GetData(m->msg), natsMsg_GetDataLength(m->msg),
+						ac_max_event_bytes, &m->env))
+		return true;
+	m->poison = true;
+	m->error = pstrdup(m->env.reason);
+	return false;
+}
+
+/* Prepare a start for every definition matching a parsed message. */
 static void
-RouteMessage(RouterMsg *m, StartItem ***items, int *nitems, int *cap)
+RouteMessage(RouterMsg *m, StartList *sl)
 {
 	List	   *matches;
 	ListCell   *lc;
 
-	if (!AcParseEnvelope(natsMsg_GetData(m->msg), natsMsg_GetDataLength(m->msg),
-						 ac_max_event_bytes, &m->env))
-	{
-		m->poison = true;
-		m->error = pstrdup(m->env.reason);
-		return;
-	}
 	matches = AcMatchEvent(event_index, m->env.type, m->env.payload);
 	if (matches == NIL)
 		AcCount(AC_STAT_EVENTS_UNMATCHED, 1);
@@ -276,15 +309,143 @@ RouteMessage(RouterMsg *m, StartItem ***items, int *nitems, int *cap)
 					 AcStartWorkflowBody(d->id, d->name, d->workflow_type, d->task_queue,
 										 d->input, m->env.text,
 										 RequestIdFor(wid, m->stream_seq, m->delivered)));
-		if (*nitems == *cap)
+		if (sl->n == sl->cap)
 		{
-			*cap = Max(*cap * 2, 64);
-			*items = *items ? repalloc(*items, sizeof(StartItem *) * *cap) :
-				palloc(sizeof(StartItem *) * *cap);
+			sl->cap = Max(sl->cap * 2, 64);
+			sl->items = sl->items ? repalloc(sl->items, sizeof(StartItem *) * sl->cap) :
+				palloc(sizeof(StartItem *) * sl->cap);
 		}
-		(*items)[(*nitems)++] = it;
+		sl->items[sl->n++] = it;
 		m->starts++;
 	}
+}
+
+/*
+ * Parse a message (sl NULL) or prepare its starts; an error makes it a
+ * dead letter, not a jam.
+ */
+static void
+TryRoute(RouterMsg *m, StartList *sl, MemoryContext cxt)
+{
+	PG_TRY();
+	{
+		if (sl == NULL)
+			(void) ParseMessage(m);
+		else
+			RouteMessage(m, sl);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		m->poison = true;
+		m->error = psprintf("could not route: %s", edata->message);
+		/* drop the starts already prepared for it */
+		while (sl && sl->n > 0 && sl->items[sl->n - 1]->m == m)
+			AcRequestFree(&sl->items[--sl->n]->req);
+	}
+	PG_END_TRY();
+}
+
+/* Order messages by event id, then stream sequence, then fetch order. */
+static int
+CompareByEvent(const void *a, const void *b)
+{
+	const RouterMsg *x = *(RouterMsg *const *) a;
+	const RouterMsg *y = *(RouterMsg *const *) b;
+	int			c = strcmp(x->env.event_id, y->env.event_id);
+
+	if (c != 0)
+		return c;
+	if (x->stream_seq != y->stream_seq)
+		return x->stream_seq < y->stream_seq ? -1 : 1;
+	return x->index < y->index ? -1 : (x->index > y->index ? 1 : 0);
+}
+
+/*
+ * Mark every later copy of an event id in the batch as a duplicate of the
+ * first one delivered (lowest stream sequence): only that one routes, so
+ * which payload wins does not depend on the order of concurrent starts.
+ */
+static void
+MarkDuplicates(RouterMsg *msgs, int n)
+{
+	RouterMsg **parsed = palloc(sizeof(RouterMsg *) * Max(n, 1));
+	int			np = 0;
+
+	for (int i = 0; i < n; i++)
+		if (!msgs[i].poison)
+			parsed[np++] = &msgs[i];
+	qsort(parsed, np, sizeof(RouterMsg *), CompareByEvent);
+	for (int i = 1; i < np; i++)
+	{
+		RouterMsg  *first = parsed[i - 1]->dup_of ? parsed[i - 1]->dup_of : parsed[i - 1];
+
+		if (strcmp(parsed[i]->env.event_id, first->env.event_id) == 0)
+			parsed[i]->dup_of = first;
+	}
+	pfree(parsed);
+}
+
+/* A key for a message that came without JetStream metadata. */
+static uint64
+MessageKey(natsMsg *msg)
+{
+	const char *subject = natsMsg_GetSubject(msg);
+	uint64		a = DatumGetUInt64(hash_bytes_extended((const unsigned char *) subject,
+													   strlen(subject), 0));
+
+	return DatumGetUInt64(hash_bytes_extended((const unsigned char *) natsMsg_GetData(msg),
+											  natsMsg_GetDataLength(msg), a));
+}
+
+/*
+ * Count a delivery of a message without metadata (NumDelivered unknown),
+ * so that router_max_deliveries still ends its retries.  The table is
+ * bounded: when full it starts afresh, which only allows more retries.
+ */
+static uint64
+CountDelivery(natsMsg *msg)
+{
+	uint64		key = MessageKey(msg);
+	DeliveryCount *e;
+	bool		found;
+
+	if (delivery_counts && hash_get_num_entries(delivery_counts) >= MAX_COUNTED)
+	{
+		hash_destroy(delivery_counts);
+		delivery_counts = NULL;
+	}
+	if (delivery_counts == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(DeliveryCount);
+		ctl.hcxt = TopMemoryContext;
+		delivery_counts = hash_create("activity_core router deliveries", 256, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(delivery_counts, &key, HASH_ENTER, &found);
+	if (!found)
+		e->count = 0;
+	return ++e->count;
+}
+
+/* Forget the deliveries counted for a message that is done. */
+static void
+ForgetDelivery(RouterMsg *m)
+{
+	uint64		key;
+
+	if (!m->counted || delivery_counts == NULL)
+		return;
+	key = MessageKey(m->msg);
+	hash_search(delivery_counts, &key, HASH_REMOVE, NULL);
 }
 
 /* Route one fetched batch. */
@@ -293,87 +454,104 @@ ProcessBatch(const char *schema, natsMsgList *list)
 {
 	int			n = list->Count;
 	RouterMsg  *msgs = palloc0(sizeof(RouterMsg) * n);
-	StartItem **items = NULL;
-	int			nitems = 0;
-	int			cap = 0;
+	StartList  *sl = palloc0(sizeof(StartList));
 	MemoryContext cxt = CurrentMemoryContext;
 
 	AcCount(AC_STAT_EVENTS_RECEIVED, n);
+
+	/* 1. parse every message (an error makes it a dead letter, not a jam) */
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
 		jsMsgMetaData *md = NULL;
 
 		m->msg = list->Msgs[i];
+		m->index = i;
 		if (natsMsg_GetMetaData(&md, m->msg) == NATS_OK)
 		{
 			m->stream_seq = md->Sequence.Stream;
 			m->delivered = md->NumDelivered;
 			jsMsgMetaData_Destroy(md);
 		}
-		/* an error while routing one message makes it a dead letter, not a jam */
-		PG_TRY();
+		if (m->delivered == 0)
 		{
-			RouteMessage(m, &items, &nitems, &cap);
+			/* no delivery count from JetStream: keep our own */
+			m->counted = true;
+			m->delivered = CountDelivery(m->msg);
 		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			m->poison = true;
-			m->error = psprintf("could not route: %s", edata->message);
-			/* drop the starts already prepared for it */
-			while (nitems > 0 && items[nitems - 1]->m == m)
-				nitems--;
-		}
-		PG_END_TRY();
+		TryRoute(m, NULL, cxt);
 	}
 
-	if (nitems > 0)
-		AcTemporalRun((AcRequest **) items, nitems, ac_router_concurrency, StartDone, NULL);
-	for (int i = 0; i < nitems; i++)
-		AcRequestFree(&items[i]->req);
+	/* 2. one event id, one route: the first delivered copy */
+	MarkDuplicates(msgs, n);
 
-	/* decide each message: dead letter, retry later, or done */
+	/* 3. match and prepare the starts */
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
 
-		if (m->poison)
+		if (m->poison || m->dup_of)
+			continue;
+		TryRoute(m, sl, cxt);
+	}
+
+	if (sl->n > 0)
+		AcTemporalRun((AcRequest **) sl->items, sl->n, ac_router_concurrency, StartDone, NULL);
+	for (int i = 0; i < sl->n; i++)
+		AcRequestFree(&sl->items[i]->req);
+
+	/* 4. decide each message: dead letter, retry later, or done */
+	for (int i = 0; i < n; i++)
+	{
+		RouterMsg  *m = &msgs[i];
+
+		if (m->poison || m->dup_of)
 			continue;
 		if (m->failed_permanent > 0)
 		{
 			m->poison = true;
 			m->error = psprintf("Temporal refused: %s", m->error);
 		}
-		else if (m->failed_transient > 0 && (int) m->delivered >= ac_router_max_deliveries)
+		else if (m->failed_transient > 0 &&
+				 m->delivered >= (uint64) ac_router_max_deliveries)
 		{
 			m->poison = true;
-			m->error = psprintf("gave up after %d deliveries: %s", (int) m->delivered, m->error);
+			m->error = psprintf("gave up after " UINT64_FORMAT " deliveries: %s",
+								m->delivered, m->error);
 		}
 	}
 	WriteDeadLetters(schema, msgs, n);
 	for (int i = 0; i < n; i++)
 	{
 		RouterMsg  *m = &msgs[i];
+		RouterMsg  *first = m->dup_of;
+		bool		retry;
 
 		if (m->poison)
-			natsMsg_Term(m->msg, NULL);
-		else if (m->failed_transient > 0)
 		{
-			int64		delay = Min(INT64CONST(1000) << Min((int) m->delivered - 1, 6), 60000);
+			natsMsg_Term(m->msg, NULL);
+			ForgetDelivery(m);
+			continue;
+		}
+		/* a duplicate follows the copy that routed: done only when it is */
+		retry = first ? (first->poison || first->failed_transient > 0) :
+			m->failed_transient > 0;
+		if (retry)
+		{
+			/* delivered is at least 1 here: the shift is 0 to 6 */
+			int			shift = (int) Min(Max(m->delivered, 1) - 1, 6);
+			int64		delay = Min(INT64CONST(1000) << shift, 60000);
 
 			natsMsg_NakWithDelay(m->msg, delay, NULL);
 			AcCount(AC_STAT_EVENTS_RETRIED, 1);
-			elog(LOG, "activity_core router: event %s retried in " INT64_FORMAT " ms (delivery %d): %s",
-				 m->env.event_id, delay, (int) m->delivered, m->error);
+			elog(LOG, "activity_core router: event %s retried in " INT64_FORMAT " ms (delivery " UINT64_FORMAT "): %s",
+				 m->env.event_id, delay, m->delivered,
+				 first ? "the first copy in its batch was not done" : m->error);
 		}
 		else
 		{
 			natsMsg_Ack(m->msg, NULL);
+			ForgetDelivery(m);
 			AcCount(AC_STAT_EVENTS_ACKED, 1);
 		}
 	}
@@ -422,7 +600,7 @@ ac_router_main(Datum arg)
 									  ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		long		sleep_ms = 0;
+		volatile long sleep_ms = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
