@@ -78,6 +78,7 @@ typedef struct RecItem
 typedef struct RecRun
 {
 	bool		apply;			/* repair, or only look */
+	bool		in_worker;		/* the dispatcher's own transaction */
 	int			repairs;
 	const char *q;				/* quoted schema */
 	/* schedule listing */
@@ -261,11 +262,33 @@ CompareItems(const void *a, const void *b)
 }
 
 /*
- * Reconcile; must run inside a transaction with SPI connected.  Returns the
- * items (each with its action and detail) in *items.
+ * Run a batch of the reconcile's requests.  In the dispatcher's own
+ * transaction no snapshot is held meanwhile (a reconcile of thousands of
+ * schedules takes a minute, and a snapshot would hold back vacuum all that
+ * time): the reconcile writes nothing, and the reads made while Temporal
+ * answers (StillCurrent, the fresh look before deleting) take snapshots of
+ * their own.
+ */
+static void
+RunRequests(RecRun *run, AcRequest **reqs, int n, int concurrency)
+{
+	if (run->in_worker)
+	{
+		PopActiveSnapshot();
+		InvalidateCatalogSnapshot();
+	}
+	AcTemporalRun(reqs, n, concurrency, RecDone, run);
+	if (run->in_worker)
+		PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * Reconcile; must run inside a transaction with SPI connected and a
+ * snapshot pushed.  Returns the items (each with its action and detail) in
+ * *items.
  */
 static int
-Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
+Reconcile(const char *schema, bool apply, bool in_worker, RecItem ***items_out, int *repairs)
 {
 	const char *q = quote_identifier(schema);
 	RecRun		run;
@@ -278,6 +301,7 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 
 	memset(&run, 0, sizeof(run));
 	run.apply = apply;
+	run.in_worker = in_worker;
 	run.q = q;
 
 	/* 1. what the table asks for */
@@ -298,7 +322,7 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 	lister->req.step = REC_LIST;
 	AcRequestSet(&lister->req, "GET", AcTemporalUrl("/schedules?maximumPageSize=1000"), NULL);
 	one[0] = &lister->req;
-	AcTemporalRun(one, 1, 1, RecDone, &run);
+	RunRequests(&run, one, 1, 1);
 	AcRequestFree(&lister->req);
 	if (lister->action)
 		ereport(ERROR,
@@ -401,7 +425,7 @@ Reconcile(const char *schema, bool apply, RecItem ***items_out, int *repairs)
 		items[i]->req.step = REC_DESCRIBE;
 		AcRequestSet(&items[i]->req, "GET", SchedulePath(items[i], "?noPayloadShorthand=true"), NULL);
 	}
-	AcTemporalRun((AcRequest **) items, n, ac_reconcile_concurrency, RecDone, &run);
+	RunRequests(&run, (AcRequest **) items, n, ac_reconcile_concurrency);
 	for (int i = 0; i < n; i++)
 	{
 		AcRequestFree(&items[i]->req);
@@ -470,7 +494,7 @@ ac_sync_schedules(PG_FUNCTION_ARGS)
 				 errhint("Under REPEATABLE READ or SERIALIZABLE it could delete the schedules of definitions created meanwhile.")));
 	InitMaterializedSRF(fcinfo, 0);
 	schema = SqlSchema();
-	n = Reconcile(schema, true, &items, &repairs);
+	n = Reconcile(schema, true, false, &items, &repairs);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[4];
@@ -504,7 +528,7 @@ ac_schedules(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	schema = SqlSchema();
-	n = Reconcile(schema, false, &items, &repairs);
+	n = Reconcile(schema, false, false, &items, &repairs);
 	for (int i = 0; i < n; i++)
 	{
 		RecItem    *it = items[i];
@@ -584,7 +608,7 @@ AcReconcileInWorker(const char *schema)
 	MemoryContext caller = CurrentMemoryContext;
 
 	AcWorkerBegin();
-	n = Reconcile(schema, true, &items, &repairs);
+	n = Reconcile(schema, true, true, &items, &repairs);
 	AcWorkerCommit();
 	MemoryContextSwitchTo(caller);
 	elog(repairs > 0 ? LOG : DEBUG1,

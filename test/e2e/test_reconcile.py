@@ -171,3 +171,32 @@ def test_schedule_of_another_installation_is_left_alone(conn, defs):
         assert sid not in listed
     finally:
         temporal("DELETE", f"/schedules/{sid}")
+
+
+def test_worker_reconcile_holds_no_snapshot_while_temporal_answers(conn):
+    """The dispatcher's reconcile reads the table, then waits on Temporal with
+    no snapshot held, so a slow Temporal never holds back vacuum: with Temporal
+    frozen mid-reconcile, the dispatcher is in its transaction but has no xmin."""
+    from test_faults import freeze_temporal, thaw_temporal
+    from conftest import poll
+    conn.execute("ALTER SYSTEM SET activity_core.reconcile_interval = '1s'")
+    conn.execute("SELECT pg_reload_conf()")
+    freeze_temporal()
+    try:
+        def stuck_in_reconcile():
+            row = conn.execute(
+                "SELECT xact_start IS NOT NULL AND now() - xact_start > interval '1 second', "
+                "backend_xmin::text, backend_xid::text FROM pg_stat_activity "
+                "WHERE backend_type = 'activity_core dispatcher'").fetchone()
+            assert row is not None and row[0], f"dispatcher not waiting in a reconcile: {row}"
+            return row
+        xmin_seen = []
+        for _ in range(10):
+            row = poll(stuck_in_reconcile, 20, 0.1)
+            xmin_seen.append(row[1])
+        assert xmin_seen == [None] * 10, f"the dispatcher held a snapshot: xmin {xmin_seen}"
+        assert row[2] is None, f"the reconcile took a transaction id: {row[2]}"
+    finally:
+        thaw_temporal()
+        conn.execute("ALTER SYSTEM RESET activity_core.reconcile_interval")
+        conn.execute("SELECT pg_reload_conf()")
