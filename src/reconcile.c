@@ -127,10 +127,16 @@ StillCurrent(RecRun *run, RecItem *it)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(it->activity_id)};
-	int			ret = SPI_execute_with_args(psprintf("SELECT coalesce((SELECT revision FROM %s.ac_schedule_intents "
-													 "WHERE activity_id = $1::uuid), 0)", run->q),
-											1, types, values, NULL, false, 1);
+	int			ret;
 
+	/* in the dispatcher no snapshot is held between requests: take a fresh one */
+	if (run->in_worker)
+		PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args(psprintf("SELECT coalesce((SELECT revision FROM %s.ac_schedule_intents "
+										 "WHERE activity_id = $1::uuid), 0)", run->q),
+								1, types, values, NULL, false, 1);
+	if (run->in_worker)
+		PopActiveSnapshot();
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		return false;
 	if (pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)) == it->revision)
