@@ -46,3 +46,28 @@ def test_events_routed_while_a_definition_is_disabled_never_start_it(conn, js, d
         wait_workflow(wid(aid, e))
     for e in while_off:
         assert_no_workflow(wid(aid, e))
+
+
+def test_events_waiting_in_the_stream_follow_the_definition_as_it_is_when_routed(conn, js, defs):
+    """With the router paused, events wait in the stream while their definition
+    is disabled and enabled again: when the router goes on, it routes every one
+    of them against the enabled definition, each exactly once."""
+    import os
+    import signal
+    from conftest import worker_pid
+    run = token()
+    etype = f"t{run}.waiting"
+    aid = defs.add(etype, {})
+    router = worker_pid(conn, "activity_core router")
+    waiting = [f"w-{run}-{i}" for i in range(10)]
+    os.kill(router, signal.SIGSTOP)
+    try:
+        for e in waiting:
+            publish(conn, etype, e)
+        assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        conn.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
+        conn.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
+    finally:
+        os.kill(router, signal.SIGCONT)
+    for e in waiting:
+        wait_workflow(wid(aid, e), timeout=40)
