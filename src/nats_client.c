@@ -43,15 +43,21 @@ RestoreSignals(sigset_t *old)
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
-/* Describe a nats.c failure: status text and the thread's last error. */
+/*
+ * Describe a nats.c failure for people: the thread's last error without the
+ * library's "(file.c:line): " prefix, then the status text.
+ */
 char *
 AcNatsError(natsStatus s)
 {
 	const char *last = nats_GetLastError(NULL);
+	const char *status = natsStatus_GetText(s);
 
-	if (last && last[0])
-		return psprintf("%s (%s)", natsStatus_GetText(s), last);
-	return pstrdup(natsStatus_GetText(s));
+	if (last && last[0] == '(' && strstr(last, "): ") != NULL)
+		last = strstr(last, "): ") + 3;
+	if (last && last[0] && strcmp(last, status) != 0)
+		return psprintf("%s (%s)", last, status);
+	return pstrdup(status);
 }
 
 #define MAX_SERVERS 32

@@ -5,6 +5,7 @@ Each test causes one failure for real (NATS stopped, a database the workers
 do not serve, a schedule Temporal refuses) and checks the row, its detail
 and its hint, then that the check passes again once the cause is gone."""
 import os
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_health_says_when_nats_is_down_without_showing_credentials(conn):
             ok, detail, hint = health(conn)["nats_router"]
             assert ok is False, detail
             assert "the router cannot use NATS at nats://127.0.0.1:" in detail, detail
+            assert not re.search(r"\w+\.c:\d+", detail), f"a source location in the detail: {detail}"
             assert hint and "nats-server" in hint, hint
             return detail
         poll(failing, 30)
