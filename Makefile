@@ -9,27 +9,34 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).c
 MODULE_big = activity_core
 OBJS = \
 	src/activity_core.o \
+	src/bench.o \
 	src/catalog.o \
 	src/cron.o \
+	src/cron_sql.o \
 	src/dispatcher.o \
-	src/events.o \
+	src/envelope.o \
+	src/event_index.o \
 	src/guc.o \
+	src/ids.o \
+	src/intents.o \
 	src/limits.o \
-	src/manual.o \
 	src/metrics.o \
 	src/nats_client.o \
-	src/outbox.o \
-	src/publish.o \
 	src/publish_check.o \
+	src/publish_drain.o \
 	src/reconcile.o \
 	src/router.o \
 	src/schedule.o \
 	src/secrets.o \
 	src/shmem.o \
+	src/start_drain.o \
 	src/temporal.o \
 	src/temporal_json.o \
+	src/temporal_sql.o \
 	src/timezone.o \
+	src/trigger.o \
 	src/validate.o \
+	src/wakeup.o \
 	src/worker_xact.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

@@ -2,7 +2,8 @@
 
 Prints figures, asserts nothing:
   1. matching cost per event with 10, 1,000, 10,000 and 100,000 event
-     definitions (the router's own code, ac_router_bench());
+     definitions (the router's own code, ac_router_bench(), which
+     bench/setup.sql creates: it is not part of the extension's install);
   2. sustained throughput, events published to workflows started, against
      a direct concurrent StartWorkflowExecution client on the same server,
      and publish-to-started latency p50 / p99;

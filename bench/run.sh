@@ -17,6 +17,8 @@ trap 'bash "$REPO/test/stack.sh" stop "$STATE" >/dev/null 2>&1 || true' EXIT
 bash "$REPO/test/stack.sh" start "$STATE" test >/dev/null
 # shellcheck disable=SC1091
 source "$STATE/stack.env"
+# benchmark-only functions, not part of the extension's install
+bash "$REPO/test/stack.sh" psql "$STATE" -X -q -v ON_ERROR_STOP=1 <"$REPO/bench/setup.sql"
 echo "activity_core benchmarks on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 for b in ${1:-schedules}; do
 	echo "== $b"

@@ -276,3 +276,7 @@ BEGIN
 END
 $$;
 
+
+-- Layout: the benchmark-only ac_router_bench() leaves the default install;
+-- bench/setup.sql creates it for the benchmarks.
+DROP FUNCTION ac_router_bench(jsonb, integer);

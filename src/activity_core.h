@@ -133,14 +133,26 @@ extern char *AcWorkerSchema(void);
 extern void AcCheckTriggerTarget(FunctionCallInfo fcinfo, const char *function);
 extern void AcRequireSelect(const char *relname);
 
-/* Outbox trigger (outbox.c) */
+/* What a committing transaction tells the workers (wakeup.c) */
 extern void AcWakeDispatcherAtCommit(void);
+extern void AcEventsChangedAtCommit(void);
 
-/* Dispatcher (dispatcher.c, schedule.c) */
+/* Apply schedule intents to Temporal (schedule.c) */
 extern int	AcSyncScheduleBatch(const char *schema, int limit);
+
+/* The dispatcher's periodic full reconcile (reconcile.c) */
 extern void AcReconcileInWorker(const char *schema);
+
+/* Drain ac_outbox to JetStream (publish_drain.c) */
 extern int	AcDrainOutbox(const char *schema, int limit);
+
+/* Drain ac_start_outbox to Temporal (start_drain.c) */
 extern int	AcDrainStarts(const char *schema, int limit);
+
+/* Workflow, request and installation ids (ids.c) */
+extern char *AcNewUuid(void);
+extern char *AcDerivedUuid(const char *key);
+extern char *AcInstallationId(void);
 
 /* Worker transactions (worker_xact.c) */
 typedef void (*AcRowFn) (void *arg);

@@ -402,16 +402,6 @@ CREATE VIEW ac_stats AS SELECT name, value FROM ac_stats_counters();
 
 COMMENT ON VIEW ac_stats IS 'Counters of the dispatcher and the router since the server started';
 
-CREATE FUNCTION ac_router_bench(envelope jsonb, iterations integer DEFAULT 10000,
-	OUT definitions integer, OUT parse_us float8, OUT match_us float8, OUT matches integer)
-	AS 'MODULE_PATHNAME', 'ac_router_bench'
-	LANGUAGE C STRICT VOLATILE;
-
-REVOKE ALL ON FUNCTION ac_router_bench(jsonb, integer) FROM PUBLIC;
-
-COMMENT ON FUNCTION ac_router_bench(jsonb, integer) IS
-	'The router''s cost per event (envelope parsing and matching) on the current definitions, measured with its own code';
-
 -- On-demand starts.
 CREATE TABLE ac_start_outbox (
 	id bigserial PRIMARY KEY,

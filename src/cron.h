@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * cron.h
- *	  Validator for the cron grammar of Temporal Schedules.
+ *	  Validator for the cron grammar of Temporal Schedules (cron.c).
  *
  * IDENTIFICATION
  *	  src/cron.h
@@ -74,6 +74,7 @@ typedef struct AcCronResult
 	AcCronSpec *spec;			/* if set by the caller, filled in */
 } AcCronResult;
 
+/* The cron validator and compiler (cron.c) */
 extern bool ac_cron_check(const char *expr, AcCronResult *res);
 extern bool ac_cron_compile(const char *expr, AcCronResult *res, AcCronSpec *spec);
 extern const char *const ac_cron_field_names[AC_NUM_FIELDS];

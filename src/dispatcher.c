@@ -7,8 +7,8 @@
  * The worker connects to activity_core.database and loops: when it starts
  * and every activity_core.reconcile_interval, reconcile Temporal against
  * the table (reconcile.c); otherwise apply a batch of due schedule intents
- * (schedule.c), start the workflows ac_trigger() asked for (manual.c) and
- * publish the events ac_publish() queued (publish.c), and when nothing is
+ * (schedule.c), start the workflows ac_trigger() asked for (start_drain.c)
+ * and publish the events ac_publish() queued (publish_drain.c), and when nothing is
  * due, sleep on
  * its latch until a committing transaction sets it, a retry falls due, or
  * a second passes.  It reloads its configuration on SIGHUP, exits on

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * events.h
- *	  Event envelopes and the in-memory index of event definitions.
+ *	  Event envelopes (envelope.c) and the in-memory index of event
+ *	  definitions (event_index.c).
  *
  * IDENTIFICATION
  *	  src/events.h
@@ -41,7 +42,10 @@ typedef struct AcEventDef
 
 typedef struct AcEventIndex AcEventIndex;
 
+/* Envelopes (envelope.c) */
 extern bool AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env);
+
+/* The index of event definitions (event_index.c) */
 extern AcEventIndex *AcBuildEventIndex(const char *schema, MemoryContext parent);
 extern void AcFreeEventIndex(AcEventIndex *idx);
 extern int	AcEventIndexSize(AcEventIndex *idx);

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * nats_client.h
- *	  Connection to NATS JetStream for the router and the dispatcher.
+ *	  Connection to NATS JetStream for the router and the dispatcher
+ *	  (nats_client.c).
  *
  * IDENTIFICATION
  *	  src/nats_client.h
@@ -20,6 +21,7 @@ typedef struct AcNats
 	natsSubscription *sub;
 } AcNats;
 
+/* The NATS client (nats_client.c) */
 extern AcNats *AcNatsConnect(const char *name, char **error);
 extern void AcNatsClose(AcNats *n);
 extern void AcNatsShutdown(void);

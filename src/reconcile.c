@@ -45,7 +45,6 @@
 
 PG_FUNCTION_INFO_V1(ac_sync_schedules);
 PG_FUNCTION_INFO_V1(ac_schedules);
-PG_FUNCTION_INFO_V1(ac_cron_spec);
 
 #define SCHEDULE_PREFIX "activity-schedule-"
 
@@ -582,23 +581,6 @@ ac_schedules(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
-}
-
-/*
- * ac_cron_spec(expression text, timezone text) returns jsonb: the spec
- * Temporal compiles the expression into, in the normal form reconcile
- * compares (NULL for an invalid expression).
- */
-Datum
-ac_cron_spec(PG_FUNCTION_ARGS)
-{
-	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *tz = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *json = AcExpectedSpecText(expr, tz);
-
-	if (json == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
 
 /*

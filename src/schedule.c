@@ -646,10 +646,3 @@ AcSyncScheduleBatch(const char *schema, int limit)
 	MemoryContextDelete(cxt);
 	return n;
 }
-
-/* Which installation made a schedule: the cluster's system id and the database. */
-char *
-AcInstallationId(void)
-{
-	return psprintf(UINT64_FORMAT ":%u", GetSystemIdentifier(), MyDatabaseId);
-}

@@ -32,6 +32,8 @@
 #include "utils/tuplestore.h"
 #include "access/htup_details.h"
 
+#include "temporal.h"
+
 #define NO_PROC PG_UINT32_MAX
 
 AcShared   *ac_shared = NULL;
@@ -151,6 +153,19 @@ AcCount(AcCounter counter, uint64 n)
 {
 	if (ac_shared)
 		pg_atomic_fetch_add_u64(&ac_shared->counters[counter], n);
+}
+
+/* Count the outcome of a StartWorkflowExecution request in ac_stats. */
+void
+AcCountStart(AcTemporalStatus status)
+{
+	AcCount(AC_STAT_TEMPORAL_REQUESTS, 1);
+	if (status == AC_T_OK)
+		AcCount(AC_STAT_WORKFLOWS_STARTED, 1);
+	else if (status == AC_T_ALREADY_EXISTS)
+		AcCount(AC_STAT_WORKFLOWS_ALREADY_STARTED, 1);
+	else
+		AcCount(AC_STAT_TEMPORAL_ERRORS, 1);
 }
 
 /* The generation of the event definitions (0 without shared memory). */

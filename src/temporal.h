@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * temporal.h
- *	  Client for Temporal's HTTP API (libcurl multi + jansson).
+ *	  Client for Temporal's HTTP API (libcurl multi, temporal.c) and the
+ *	  JSON of its requests and responses (jansson, temporal_json.c).
  *
  * IDENTIFICATION
  *	  src/temporal.h
@@ -61,6 +62,8 @@ struct AcRequest
 	void	   *headers;
 };
 
+/* The HTTP client (temporal.c) */
+
 /* Build "base/namespaces/<ns><suffix>" with each %s argument escaped. */
 extern char *AcTemporalUrl(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 extern char *AcTemporalEscape(const char *segment);
@@ -74,11 +77,14 @@ extern void AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 						  AcRequestDone done, void *arg);
 
 extern bool AcTemporalIsTransient(AcTemporalStatus status);
-extern void AcCountStart(AcTemporalStatus status);
 extern const char *AcTemporalStatusName(AcTemporalStatus status);
-extern char *AcNewUuid(void);
 
-/* What a schedule is built from (temporal_json.c). */
+/* Count the outcome of a workflow start in ac_stats (shmem.c) */
+extern void AcCountStart(AcTemporalStatus status);
+
+/* Request bodies and responses of Temporal's API (temporal_json.c) */
+
+/* What a schedule is built from. */
 typedef struct AcScheduleSpec
 {
 	const char *id;
@@ -128,13 +134,11 @@ extern int	AcReadRuns(const char *page, size_t len, AcRunRow **rows);
 extern char *AcStartBody(const char *activity_id, const char *workflow_type,
 						 const char *task_queue, const char *argument,
 						 const char *request_id, const char *identity);
-extern char *AcDerivedUuid(const char *key);
 extern char *AcStartWorkflowBody(const char *id, const char *name,
 								 const char *workflow_type, const char *task_queue,
 								 const char *input, const char *envelope,
 								 const char *request_id);
 extern char *AcScheduleBody(const AcScheduleSpec *spec, bool create);
-extern char *AcInstallationId(void);
 extern bool AcBackfillBody(const char *matching, size_t len, const char *policy,
 						   int max_runs, const char *from, const char *to,
 						   const char *request_id, char **body, char **description);

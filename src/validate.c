@@ -9,8 +9,8 @@
  * zone spelled canonically, a CRON_TZ= prefix moved into "timezone").  The
  * task_queue, workflow_type and event_type must also pass the identifier
  * limits of Temporal and NATS (limits.c).  It also keeps updated_at
- * current.  Also home of ac_check_cron(), the same cron check callable
- * from SQL.
+ * current.  The same cron check is callable from SQL as ac_check_cron()
+ * (cron_sql.c).
  *
  * IDENTIFICATION
  *	  src/validate.c
@@ -35,7 +35,6 @@
 #include "cron.h"
 
 PG_FUNCTION_INFO_V1(ac_definitions_validate);
-PG_FUNCTION_INFO_V1(ac_check_cron);
 
 #define CRON_HINT "A Temporal cron expression has 5 fields (minute hour day-of-month month day-of-week), " \
 	"6 (the same and year) or 7 (second first, year last), or is @yearly, @monthly, @weekly, @daily, @hourly " \
@@ -541,28 +540,4 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 	}
 	tuple = heap_modify_tuple_by_cols(tuple, desc, ncols, cols, values, nulls);
 	return PointerGetDatum(tuple);
-}
-
-/*
- * ac_check_cron(expression text) returns text: NULL when Temporal accepts
- * the expression, otherwise the reason it does not.
- */
-Datum
-ac_check_cron(PG_FUNCTION_ARGS)
-{
-	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	AcCronResult res;
-
-	if (ac_cron_check(expr, &res))
-	{
-		if (res.tz_len > 0)
-		{
-			char	   *tz = pnstrdup(expr + res.tz_offset, res.tz_len);
-
-			if (AcCanonicalTimezone(tz) == NULL)
-				PG_RETURN_TEXT_P(cstring_to_text(psprintf("unknown time zone \"%s\"", tz)));
-		}
-		PG_RETURN_NULL();
-	}
-	PG_RETURN_TEXT_P(cstring_to_text(res.error));
 }

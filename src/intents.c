@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * outbox.c
- *	  AFTER row trigger on ac_activity_definitions that records schedule
- *	  intents, and the commit hook that wakes the dispatcher.
+ * intents.c
+ *	  AFTER row and BEFORE TRUNCATE trigger on ac_activity_definitions that
+ *	  records schedule intents, and ac_session_id().
  *
  * Nothing here talks to Temporal.  A change that matters to a schedule
  * (the row is or was a cron definition, and a column the schedule is built
@@ -10,7 +10,7 @@
  * fresh revision from ac_revision_seq, inside the user's transaction: a
  * rollback leaves nothing behind, a commit makes the intent durable, and
  * several changes to one row collapse into its latest revision.  At commit
- * the dispatcher's latch is set; nothing else happens at commit time.
+ * the dispatcher's latch is set (wakeup.c).
  *
  * The trigger function is SECURITY DEFINER, so that roles writing
  * definitions need no rights on the bookkeeping tables.  It therefore
@@ -18,14 +18,13 @@
  * writes only to schema-qualified objects of the extension's schema.
  *
  * IDENTIFICATION
- *	  src/outbox.c
+ *	  src/intents.c
  *
  *-------------------------------------------------------------------------
  */
 #include "activity_core.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -46,10 +45,6 @@ static const char *const schedule_columns[] = {
 	"task_queue", "input"
 };
 
-static bool wake_at_commit = false;
-static bool events_changed = false;
-static bool xact_callback_registered = false;
-
 /* A prepared statement of the trigger, and what it was prepared for. */
 typedef struct IntentPlan
 {
@@ -57,58 +52,6 @@ typedef struct IntentPlan
 	Oid			nsp;
 	bool		origin;			/* ac_schedule_intents has an origin column */
 } IntentPlan;
-
-/* At commit, set the dispatcher's latch if this transaction queued work. */
-static void
-WakeAtCommit(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (events_changed)
-				AcBumpEventGeneration();
-			if (wake_at_commit)
-				AcWakeDispatcher();
-			wake_at_commit = false;
-			events_changed = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			wake_at_commit = false;
-			events_changed = false;
-			break;
-		default:
-			break;
-	}
-}
-
-/* Make sure the commit hook is registered in this process. */
-static void
-RegisterCommitHook(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(WakeAtCommit, NULL);
-		xact_callback_registered = true;
-	}
-}
-
-/* Ask for the dispatcher to be woken when the transaction commits. */
-void
-AcWakeDispatcherAtCommit(void)
-{
-	RegisterCommitHook();
-	wake_at_commit = true;
-}
-
-/* Ask for the router's index to be rebuilt when the transaction commits. */
-static void
-EventsChangedAtCommit(void)
-{
-	RegisterCommitHook();
-	events_changed = true;
-}
 
 /* Does any column a schedule depends on differ between two row versions? */
 static bool
@@ -246,7 +189,7 @@ RecordTruncate(Oid nsp)
 					0, NULL);
 	ret = SPI_execute_plan(plan, NULL, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed > 0)
-		EventsChangedAtCommit();
+		AcEventsChangedAtCommit();
 }
 
 /*
@@ -302,7 +245,7 @@ ac_definitions_changed(PG_FUNCTION_ARGS)
 
 	/* event definitions live in the router's memory: rebuild it at commit */
 	if ((oldt && IsType(desc, oldt, "event")) || (newt && IsType(desc, newt, "event")))
-		EventsChangedAtCommit();
+		AcEventsChangedAtCommit();
 
 	if (!(oldt && IsCron(desc, oldt)) && !(newt && IsCron(desc, newt)))
 		return PointerGetDatum(NULL);

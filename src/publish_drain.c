@@ -1,20 +1,20 @@
 /*-------------------------------------------------------------------------
  *
- * publish.c
+ * publish_drain.c
  *	  Drain ac_outbox to JetStream: the dispatcher's half of ac_publish().
  *
  * ac_publish() and ac_replay_dead_letter() only insert into ac_outbox, in
  * the caller's transaction, and ask for the dispatcher to be woken at
- * commit: a rolled-back transaction publishes nothing.  The dispatcher
- * publishes committed rows with their Msg-Id (JetStream drops a duplicate
- * within the stream's window, so a retry after a lost acknowledgement
- * publishes once) and deletes each row once JetStream acknowledged it.
- * Failures are retried with backoff; a message NATS refuses for good is
- * marked error_permanent.  The NATS connection is opened on
- * first use, after the fork, with signals blocked (nats_client.c).
+ * commit (wakeup.c): a rolled-back transaction publishes nothing.  The
+ * dispatcher publishes committed rows with their Msg-Id (JetStream drops a
+ * duplicate within the stream's window, so a retry after a lost
+ * acknowledgement publishes once) and deletes each row once JetStream
+ * acknowledged it.  Failures are retried with backoff; a message NATS
+ * refuses for good is marked error_permanent.  The NATS connection is
+ * opened on first use, after the fork, with signals blocked (nats_client.c).
  *
  * IDENTIFICATION
- *	  src/publish.c
+ *	  src/publish_drain.c
  *
  *-------------------------------------------------------------------------
  */
@@ -32,8 +32,6 @@
 
 #include "nats_client.h"
 
-PG_FUNCTION_INFO_V1(ac_outbox_wake);
-
 typedef struct OutboxRow
 {
 	int64		id;
@@ -48,14 +46,6 @@ typedef struct OutboxRow
 
 static AcNats *pub_nats = NULL;
 static bool exit_hook = false;
-
-/* ac_outbox_wake(): wake the dispatcher when this transaction commits. */
-Datum
-ac_outbox_wake(PG_FUNCTION_ARGS)
-{
-	AcWakeDispatcherAtCommit();
-	PG_RETURN_VOID();
-}
 
 /* Close the publishing connection when the process exits. */
 static void

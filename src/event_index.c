@@ -1,0 +1,298 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_index.c
+ *	  The in-memory index of event definitions, the matcher the router uses,
+ *	  and ac_explain_match(), the same matcher called from SQL.
+ *
+ * The index holds the enabled event definitions keyed by event type.  A
+ * definition matches an envelope when the type is equal and payload @>
+ * filters; the containment test is PostgreSQL's own jsonb_contains, so the
+ * answer is exactly the one SQL's @> gives.  The router never queries the
+ * table per event: it rebuilds the index when a relcache invalidation of
+ * ac_activity_definitions reaches it, which the statement trigger
+ * ac_definitions_invalidate() queues (wakeup.c).
+ *
+ * IDENTIFICATION
+ *	  src/event_index.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity_core.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "access/htup_details.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+
+#include "events.h"
+
+PG_FUNCTION_INFO_V1(ac_explain_match);
+
+#define TYPE_KEY_SIZE 256
+
+typedef struct IndexEntry
+{
+	char		key[TYPE_KEY_SIZE];
+	List	   *defs;			/* AcEventDef * */
+} IndexEntry;
+
+struct AcEventIndex
+{
+	MemoryContext cxt;
+	HTAB	   *types;
+	int			ndefs;
+	List	   *disabled;		/* for ac_explain_match */
+};
+
+/* Does payload @> filters, exactly as SQL decides it? */
+static bool
+Contains(Jsonb *payload, Jsonb *filters)
+{
+	return DatumGetBool(DirectFunctionCall2(jsonb_contains,
+											JsonbPGetDatum(payload),
+											JsonbPGetDatum(filters)));
+}
+
+/* Copy one definition row of the current SPI result. */
+static AcEventDef *
+ReadDef(HeapTuple tup, TupleDesc desc)
+{
+	AcEventDef *d = palloc0(sizeof(AcEventDef));
+	bool		isnull;
+	Datum		filters;
+
+	d->id = pstrdup(SPI_getvalue(tup, desc, 1));
+	d->name = pstrdup(SPI_getvalue(tup, desc, 2));
+	d->workflow_type = pstrdup(SPI_getvalue(tup, desc, 3));
+	d->task_queue = pstrdup(SPI_getvalue(tup, desc, 4));
+	d->input = pstrdup(SPI_getvalue(tup, desc, 5));
+	d->event_type = pstrdup(SPI_getvalue(tup, desc, 6));
+	filters = SPI_getbinval(tup, desc, 7, &isnull);
+	if (isnull)
+		d->filters = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else
+		d->filters = DatumGetJsonbPCopy(filters);
+	d->match_all = JB_ROOT_COUNT(d->filters) == 0;
+	d->enabled = SPI_getvalue(tup, desc, 8)[0] == 't';
+	return d;
+}
+
+/* Fill an index from the table; SPI must be connected. */
+static void
+FillEventIndex(AcEventIndex *idx, const char *schema)
+{
+	int			ret;
+
+	ret = SPI_execute(psprintf("SELECT id::text, name, workflow_type, task_queue, input::text, "
+							   "  trigger_config->>'event_type', trigger_config->'filters', enabled "
+							   "FROM %s.ac_activity_definitions WHERE trigger_type = 'event' "
+							   "ORDER BY id", quote_identifier(schema)), true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the event definitions: %s", SPI_result_code_string(ret));
+	MemoryContextSwitchTo(idx->cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		AcEventDef *d;
+		IndexEntry *e;
+		bool		found;
+		char		key[TYPE_KEY_SIZE];
+
+		/* a row written without the validation trigger may lack its keys */
+		if (SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6) == NULL)
+			continue;
+		d = ReadDef(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+
+		if (!d->enabled)
+		{
+			idx->disabled = lappend(idx->disabled, d);
+			continue;
+		}
+		strlcpy(key, d->event_type, sizeof(key));
+		e = hash_search(idx->types, key, HASH_ENTER, &found);
+		if (!found)
+			e->defs = NIL;
+		e->defs = lappend(e->defs, d);
+		idx->ndefs++;
+	}
+}
+
+/*
+ * Build the index of event definitions; SPI must be connected.  The index
+ * lives in its own memory context under parent, which is deleted again
+ * when the build fails (the table is gone, a row cannot be read).
+ */
+AcEventIndex *
+AcBuildEventIndex(const char *schema, MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "activity_core event index",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	AcEventIndex *idx;
+	HASHCTL		ctl;
+
+	PG_TRY();
+	{
+		idx = palloc0(sizeof(AcEventIndex));
+		idx->cxt = cxt;
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = TYPE_KEY_SIZE;
+		ctl.entrysize = sizeof(IndexEntry);
+		ctl.hcxt = cxt;
+		idx->types = hash_create("activity_core event types", 1024, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		FillEventIndex(idx, schema);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return idx;
+}
+
+/* Free an index. */
+void
+AcFreeEventIndex(AcEventIndex *idx)
+{
+	if (idx)
+		MemoryContextDelete(idx->cxt);
+}
+
+/* Number of enabled definitions in the index. */
+int
+AcEventIndexSize(AcEventIndex *idx)
+{
+	return idx ? idx->ndefs : 0;
+}
+
+/* The enabled definitions that match an envelope (a List of AcEventDef). */
+List *
+AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload)
+{
+	char		key[TYPE_KEY_SIZE];
+	IndexEntry *e;
+	List	   *out = NIL;
+	ListCell   *lc;
+
+	strlcpy(key, type, sizeof(key));
+	e = hash_search(idx->types, key, HASH_FIND, NULL);
+	if (e == NULL)
+		return NIL;
+	foreach(lc, e->defs)
+	{
+		AcEventDef *d = (AcEventDef *) lfirst(lc);
+
+		if (strcmp(d->event_type, type) != 0)
+			continue;
+		if (d->match_all || Contains(payload, d->filters))
+			out = lappend(out, d);
+	}
+	return out;
+}
+
+/* Explain why a definition does not match: the first filter key that fails. */
+static char *
+FailingKey(AcEventDef *d, Jsonb *payload)
+{
+	JsonbIterator *it = JsonbIteratorInit(&d->filters->root);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		JsonbValue	val;
+		JsonbParseState *st = NULL;
+		Jsonb	   *one;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &val, true);
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		pushJsonbValue(&st, WJB_KEY, &v);
+		pushJsonbValue(&st, WJB_VALUE, &val);
+		one = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+		if (!Contains(payload, one))
+			return psprintf("filters key \"%s\" does not match the payload", key);
+	}
+	return pstrdup("filters do not match the payload");
+}
+
+/*
+ * ac_explain_match(envelope jsonb) returns setof (activity_id, name,
+ * matches, reason): the router's own decision for every event definition.
+ */
+Datum
+ac_explain_match(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Jsonb	   *envelope = PG_GETARG_JSONB_P(0);
+	char	   *text = JsonbToCString(NULL, &envelope->root, VARSIZE(envelope));
+	AcEnvelope	env;
+	AcEventIndex *idx;
+	char	   *schema;
+	HASH_SEQ_STATUS seq;
+	IndexEntry *e;
+	List	   *matched;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!AcParseEnvelope(text, strlen(text), MaxAllocSize, &env))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the router would dead-letter this envelope: %s", env.reason)));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	schema = AcExtensionSchema();
+	idx = AcBuildEventIndex(schema, CurrentMemoryContext);
+	matched = AcMatchEvent(idx, env.type, env.payload);
+
+	hash_seq_init(&seq, idx->types);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		foreach(lc, e->defs)
+		{
+			AcEventDef *d = (AcEventDef *) lfirst(lc);
+			Datum		values[4];
+			bool		nulls[4] = {false, false, false, false};
+			bool		m = list_member_ptr(matched, d);
+
+			values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->id));
+			values[1] = CStringGetTextDatum(d->name);
+			values[2] = BoolGetDatum(m);
+			if (m)
+				values[3] = CStringGetTextDatum("matches");
+			else if (strcmp(d->event_type, env.type) != 0)
+				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
+														 d->event_type, env.type));
+			else
+				values[3] = CStringGetTextDatum(FailingKey(d, env.payload));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	foreach(lc, idx->disabled)
+	{
+		AcEventDef *d = (AcEventDef *) lfirst(lc);
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(d->id));
+		values[1] = CStringGetTextDatum(d->name);
+		values[2] = BoolGetDatum(false);
+		values[3] = CStringGetTextDatum("disabled");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
