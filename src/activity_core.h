@@ -159,6 +159,7 @@ typedef void (*AcRowFn) (void *arg);
 typedef void (*AcEachRowFn) (int i, void *arg);
 extern void AcWorkerBegin(void);
 extern void AcWorkerCommit(void);
+extern void AcWorkerRecover(MemoryContext cxt);
 extern char *AcTryInSubxact(AcRowFn fn, void *arg);
 extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
 

@@ -74,19 +74,6 @@ static Drain drains[] = {
 	{"publish drain", AcDrainOutbox, 0},
 };
 
-/* Recover from an error raised in the loop: log it, end any transaction. */
-static void
-RecoverFromError(MemoryContext cxt)
-{
-	MemoryContextSwitchTo(cxt);
-	HOLD_INTERRUPTS();
-	EmitErrorReport();
-	AbortOutOfAnyTransaction();
-	FlushErrorState();
-	RESUME_INTERRUPTS();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * Run one drain with its own error recovery, so that a drain that fails
  * holds back neither the others nor itself for longer than a second.
@@ -107,7 +94,7 @@ RunDrain(Drain *d, const char *schema)
 	}
 	PG_CATCH();
 	{
-		RecoverFromError(cxt);
+		AcWorkerRecover(cxt);
 		elog(LOG, "activity_core dispatcher: %s failed, retrying in 1 s", d->what);
 		d->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 		handled = 0;
@@ -185,7 +172,7 @@ ac_dispatcher_main(Datum arg)
 		}
 		PG_CATCH();
 		{
-			RecoverFromError(loop_cxt);
+			AcWorkerRecover(loop_cxt);
 			sleep_ms = 1000;
 			handled = 0;
 			schema = NULL;

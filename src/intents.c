@@ -130,6 +130,14 @@ PrepareInSchema(IntentPlan *cache, Oid nsp, const char *sql, int nargs, Oid *arg
 	return plan;
 }
 
+/* The parts of the intent upserts, for PrepareInSchema (%1$s: schema, %2$s: origin) */
+#define INTENT_INSERT \
+	"INSERT INTO %1$s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
+#define NEXT_REVISION "pg_catalog.nextval('%1$s.ac_revision_seq'::pg_catalog.regclass)"
+#define INTENT_UPSERT \
+	"ON CONFLICT (activity_id) DO UPDATE " \
+	"SET revision = excluded.revision, changed_at = excluded.changed_at%2$s"
+
 /* Record a new revision for one definition. */
 static void
 RecordIntent(Oid nsp, Datum id)
@@ -141,10 +149,9 @@ RecordIntent(Oid nsp, Datum id)
 	int			ret;
 
 	plan = PrepareInSchema(&cache, nsp,
-					"INSERT INTO %1$s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
-					"VALUES ($1, pg_catalog.nextval('%1$s.ac_revision_seq'::pg_catalog.regclass), pg_catalog.now()) "
-					"ON CONFLICT (activity_id) DO UPDATE "
-					"SET revision = excluded.revision, changed_at = excluded.changed_at%2$s",
+					INTENT_INSERT
+					"VALUES ($1, " NEXT_REVISION ", pg_catalog.now()) "
+					INTENT_UPSERT,
 					1, argtypes);
 	ret = SPI_execute_plan(plan, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
@@ -167,12 +174,11 @@ RecordTruncate(Oid nsp)
 	int			ret;
 
 	plan = PrepareInSchema(&cache, nsp,
-					"INSERT INTO %1$s.ac_schedule_intents AS i (activity_id, revision, changed_at) "
-					"SELECT d.id, pg_catalog.nextval('%1$s.ac_revision_seq'::pg_catalog.regclass), pg_catalog.now() "
+					INTENT_INSERT
+					"SELECT d.id, " NEXT_REVISION ", pg_catalog.now() "
 					"FROM %1$s.ac_activity_definitions d "
 					"WHERE d.trigger_type OPERATOR(pg_catalog.=) 'cron' "
-					"ON CONFLICT (activity_id) DO UPDATE "
-					"SET revision = excluded.revision, changed_at = excluded.changed_at%2$s",
+					INTENT_UPSERT,
 					0, NULL);
 	ret = SPI_execute_plan(plan, NULL, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)

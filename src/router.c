@@ -675,13 +675,7 @@ ac_router_main(Datum arg)
 		}
 		PG_CATCH();
 		{
-			MemoryContextSwitchTo(batch_cxt);
-			HOLD_INTERRUPTS();
-			EmitErrorReport();
-			AbortOutOfAnyTransaction();
-			FlushErrorState();
-			RESUME_INTERRUPTS();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			AcWorkerRecover(batch_cxt);
 			/* unacked messages come back after the ack wait; free our copy */
 			DropFetched();
 			/* the extension may have moved (dropped, created elsewhere): look again */

@@ -65,6 +65,22 @@ AcWorkerCommit(void)
 }
 
 /*
+ * Recover a worker's loop from an error: log it, end any transaction, and
+ * go on in the memory context cxt.
+ */
+void
+AcWorkerRecover(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortOutOfAnyTransaction();
+	FlushErrorState();
+	RESUME_INTERRUPTS();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
  * Run fn(arg) in a subtransaction of the current transaction.  Returns NULL
  * when it succeeded, else its error message (palloc'd in the caller's
  * memory context), with everything it did rolled back.

@@ -5,24 +5,12 @@ the rest flows.  Every outcome is read back from the real services:
 schedules and workflows from Temporal's HTTP API, events through NATS and
 the router."""
 import json
-import urllib.parse
 import uuid
 
 import pytest
 
-from conftest import described, insert_definition, poll, temporal, unique
-
-
-def describe_wf(workflow_id):
-    return temporal("GET", "/workflows/" + urllib.parse.quote(workflow_id, safe=""))
-
-
-def wait_workflow(workflow_id, timeout=30.0):
-    def once():
-        status, body = describe_wf(workflow_id)
-        assert status == 200, f"workflow {workflow_id} not started: HTTP {status} {body}"
-        return body
-    return poll(once, timeout)
+from conftest import described, insert_definition, poll, unique
+from test_events import wait_workflow
 
 
 class Rows:
