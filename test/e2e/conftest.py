@@ -7,6 +7,7 @@ STATE/stack.env (PG*, AC_TEMPORAL_URL, AC_NATS_URL, ...).
 import base64
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -300,6 +301,95 @@ def conn():
     with psycopg.connect(autocommit=True) as c:
         c.execute("SET client_min_messages = warning")
         c.execute("CREATE EXTENSION IF NOT EXISTS activity_core")
+        yield c
+
+
+# ---------------------------------------------------------------- roles
+
+SECURITY_DOC = REPO / "docs" / "security.md"
+
+
+def grant_blocks():
+    """The ```sql blocks of docs/security.md marked `-- grants: ROLE`, by role."""
+    blocks = {}
+    for body in re.findall(r"```sql\n(.*?)```", SECURITY_DOC.read_text(), re.S):
+        m = re.match(r"-- grants: (\w+)\n", body)
+        if m:
+            blocks[m.group(1)] = body
+    return blocks
+
+
+def create_roles(c, suffix):
+    """Create LOGIN roles app, ops and viewer (named ac_<role>_<suffix>), each
+    granted exactly what docs/security.md says, by running its blocks literally."""
+    names = {r: f"ac_{r}_{suffix}" for r in ("app", "ops", "viewer")}
+    blocks = grant_blocks()
+    assert set(blocks) == set(names), f"docs/security.md grant blocks: {sorted(blocks)}"
+    for role, name in names.items():
+        c.execute(f"CREATE ROLE {name} LOGIN")
+        sql = re.sub(rf"\bTO {role};", f"TO {name};", blocks[role])
+        assert name in sql, sql
+        c.execute(sql)
+    return names
+
+
+def drop_roles(c, names):
+    """Drop roles made by create_roles once their sessions have ended."""
+    for name in names.values():
+        def once(name=name):
+            try:
+                c.execute(f"DROP OWNED BY {name}")
+                c.execute(f"DROP ROLE {name}")
+            except psycopg.errors.DependentObjectsStillRemain as err:
+                raise AssertionError(str(err))
+        poll(once, 10)
+
+
+def connect_as(role, timeout=30.0):
+    """A fresh autocommit connection logged in as role (no superuser rights)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = psycopg.connect(autocommit=True, connect_timeout=5, user=role)
+            c.execute("SET client_min_messages = warning")
+            return c
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def role_names(conn):
+    """The session's app, ops and viewer roles, granted as docs/security.md says."""
+    names = create_roles(conn, uuid.uuid4().hex[:6])
+    yield names
+    try:
+        c = connect()
+        with c:
+            drop_roles(c, names)
+    except psycopg.Error:
+        pass
+
+
+@pytest.fixture(scope="session")
+def app(role_names):
+    """A connection as the application role: writes definitions, ac_trigger, ac_publish."""
+    with connect_as(role_names["app"]) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def ops(role_names):
+    """A connection as the operator role: ac_sync_schedules, ac_health, dead letters."""
+    with connect_as(role_names["ops"]) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def viewer(role_names):
+    """A connection as the read-only role: ac_health, ac_sync_status, ac_stats."""
+    with connect_as(role_names["viewer"]) as c:
         yield c
 
 

@@ -11,19 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import REPO, connect, log_offset, log_since, poll, temporal, unique
-
-DOCS = REPO / "docs" / "security.md"
-
-
-def grant_blocks():
-    """The ```sql blocks of docs/security.md marked `-- grants: ROLE`, by role."""
-    blocks = {}
-    for body in re.findall(r"```sql\n(.*?)```", DOCS.read_text(), re.S):
-        m = re.match(r"-- grants: (\w+)\n", body)
-        if m:
-            blocks[m.group(1)] = body
-    return blocks
+from conftest import connect, create_roles, drop_roles, log_offset, log_since, poll, temporal, unique
 
 
 def as_role(role):
@@ -45,19 +33,9 @@ def denied(c, sql, params=None):
 @pytest.fixture
 def roles(conn):
     """Roles app, ops and viewer (suffixed), granted exactly what the docs say."""
-    suffix = uuid.uuid4().hex[:6]
-    names = {r: f"ac_{r}_{suffix}" for r in ("app", "ops", "viewer")}
-    blocks = grant_blocks()
-    assert set(blocks) == set(names), f"docs/security.md grant blocks: {sorted(blocks)}"
-    for role, name in names.items():
-        conn.execute(f"CREATE ROLE {name} LOGIN")
-        sql = re.sub(rf"\bTO {role};", f"TO {name};", blocks[role])
-        assert name in sql, sql
-        conn.execute(sql)
+    names = create_roles(conn, uuid.uuid4().hex[:6])
     yield names
-    for name in names.values():
-        conn.execute(f"DROP OWNED BY {name}")
-        conn.execute(f"DROP ROLE {name}")
+    drop_roles(conn, names)
 
 
 def test_documented_grants_let_each_role_do_its_job_and_no_more(conn, roles):
