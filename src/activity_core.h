@@ -93,7 +93,7 @@ typedef enum AcCounter
 	AC_NUM_COUNTERS
 } AcCounter;
 
-/* What the router last reported about NATS, for ac_health(). */
+/* What the router (or the dispatcher) last reported about NATS, for ac_health(). */
 typedef enum AcRouterState
 {
 	AC_ROUTER_UNKNOWN = 0,
@@ -103,9 +103,11 @@ typedef enum AcRouterState
 
 typedef struct AcShared
 {
-	slock_t		mutex;			/* protects router_error */
+	slock_t		mutex;			/* protects router_error, publisher_error */
 	char		router_error[256];
 	pg_atomic_uint32 router_state;
+	char		publisher_error[256];
+	pg_atomic_uint32 publisher_state;	/* the dispatcher's NATS connection */
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
 	pg_atomic_uint64 nats_max_payload;	/* the server's max_payload, 0 = unknown */
@@ -121,6 +123,7 @@ extern void AcWakeDispatcher(void);
 extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
+extern void AcSetPublisherState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
 extern int64 AcNatsMaxPayload(void);
 extern void AcSetNatsMaxPayload(int64 max_payload);

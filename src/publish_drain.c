@@ -66,6 +66,14 @@ EnsureConnection(void)
 	char	   *error = NULL;
 	AcNats	   *n;
 
+	/* new servers, credentials or TLS files since it connected: connect again */
+	if (pub_nats && AcNatsSettingsChanged(pub_nats))
+	{
+		elog(LOG, "activity_core dispatcher: the NATS settings changed; connecting again");
+		AcNatsClose(pub_nats);
+		pfree(pub_nats);
+		pub_nats = NULL;
+	}
 	if (pub_nats)
 		return NULL;
 	if (!exit_hook)
@@ -74,15 +82,20 @@ EnsureConnection(void)
 		exit_hook = true;
 	}
 	n = AcNatsConnect("activity_core dispatcher", &error);
-	if (n == NULL)
-		return error;
-	if (!AcNatsEnsureStream(n, &error))
+	if (n != NULL && !AcNatsEnsureStream(n, &error))
 	{
 		AcNatsClose(n);
+		n = NULL;
+	}
+	if (n == NULL)
+	{
+		AcSetPublisherState(AC_ROUTER_FAILING, error);
 		return error;
 	}
 	pub_nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
 	*pub_nats = *n;
+	AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
+	elog(LOG, "activity_core dispatcher: publishing to %s", AcRedactUrl(ac_nats_url));
 	/* what ac_publish checks events against */
 	AcSetNatsMaxPayload(natsConnection_GetMaxPayload(pub_nats->nc));
 	return NULL;
@@ -237,11 +250,17 @@ AcDrainOutbox(const char *schema, int limit)
 								 &lost, &permanent);
 		r->permanent = r->error != NULL && permanent;
 		if (r->error == NULL)
+		{
 			AcCount(AC_STAT_EVENTS_PUBLISHED, 1);
+			if (i == 0)
+				AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
+		}
 		else if (lost)
 		{
 			lost_permanent = r->permanent;
 			lost_error = r->error;
+			if (!r->permanent)
+				AcSetPublisherState(AC_ROUTER_FAILING, r->error);
 		}
 	}
 	/* a closed connection is opened afresh next time */

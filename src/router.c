@@ -607,6 +607,15 @@ ac_router_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* new servers, credentials or TLS files: connect with them now */
+			if (AcNatsSettingsChanged(nats))
+			{
+				elog(LOG, "activity_core router: the NATS settings changed; connecting again");
+				AcNatsClose(nats);
+				pfree(nats);
+				nats = NULL;
+			}
+			failures = 0;
 		}
 		MemoryContextSwitchTo(batch_cxt);
 		PG_TRY();

@@ -303,7 +303,12 @@ AcParseError(AcRequest *req)
 		}
 	}
 	else if (req->http_status == 401 || req->http_status == 403)
+	{
 		req->status = AC_T_UNAUTHORIZED;
+		snprintf(req->error, sizeof(req->error),
+				 "HTTP %ld: Temporal refused the credentials (activity_core.temporal_api_key or temporal_api_key_file, or the TLS client certificate)",
+				 req->http_status);
+	}
 	if (root)
 		json_decref(root);
 }
