@@ -177,6 +177,15 @@ extern const char *AcJsonTypeName(struct JsonbValue *v);
 extern char *AcEventTypeProblem(const char *event_type);
 extern char *AcTaskQueueProblem(const char *task_queue);
 extern char *AcWorkflowTypeProblem(const char *workflow_type);
+#define AC_MAX_NAME_BYTES 1000		/* a definition's name, as Temporal's identifiers */
+#define AC_TEMPORAL_MAX_BLOB_BYTES (2 * 1024 * 1024)	/* limit.blobSize.error */
+extern char *AcNameProblem(const char *name);
+extern char *AcArgumentProblem(const char *what, int64 bytes);
+extern char *AcShortValue(const char *value);
+#define AC_MAX_NATS_NAME_BYTES 255
+extern char *AcNatsNameProblem(const char *name);
+struct JsonbContainer;
+extern int	AcJsonbDepth(struct JsonbContainer *c, int limit);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);
