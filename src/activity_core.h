@@ -148,6 +148,7 @@ extern void AcReconcileInWorker(const char *schema);
 
 /* Drain ac_outbox to JetStream (publish_drain.c) */
 extern int	AcDrainOutbox(const char *schema, int limit);
+extern void AcPublisherReloaded(void);
 
 /* Drain ac_start_outbox to Temporal (start_drain.c) */
 extern int	AcDrainStarts(const char *schema, int limit);

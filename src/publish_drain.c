@@ -59,6 +59,24 @@ PublishExit(int code, Datum arg)
 	}
 }
 
+/*
+ * After a reload: when a NATS setting changed, close the publishing
+ * connection, so that ac_health() no longer reports the old one; the next
+ * outbox entry connects with the new settings.
+ */
+void
+AcPublisherReloaded(void)
+{
+	if (pub_nats && AcNatsSettingsChanged(pub_nats))
+	{
+		elog(LOG, "activity_core dispatcher: the NATS settings changed; the next publish connects with them");
+		AcNatsClose(pub_nats);
+		pfree(pub_nats);
+		pub_nats = NULL;
+		AcSetPublisherState(AC_ROUTER_UNKNOWN, NULL);
+	}
+}
+
 /* Open the publishing connection if needed; NULL error when ready. */
 static char *
 EnsureConnection(void)
@@ -67,13 +85,7 @@ EnsureConnection(void)
 	AcNats	   *n;
 
 	/* new servers, credentials or TLS files since it connected: connect again */
-	if (pub_nats && AcNatsSettingsChanged(pub_nats))
-	{
-		elog(LOG, "activity_core dispatcher: the NATS settings changed; connecting again");
-		AcNatsClose(pub_nats);
-		pfree(pub_nats);
-		pub_nats = NULL;
-	}
+	AcPublisherReloaded();
 	if (pub_nats)
 		return NULL;
 	if (!exit_hook)

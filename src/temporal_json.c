@@ -302,6 +302,16 @@ AcParseError(AcRequest *req)
 				break;
 		}
 	}
+	else if (req->http_status != 401 && req->http_status != 403 &&
+			 req->response && strstr(req->response, "<title>") != NULL)
+	{
+		/* an HTML page from a proxy in front of Temporal: its title says why */
+		const char *t = strstr(req->response, "<title>") + strlen("<title>");
+		int			len = strcspn(t, "<\r\n");
+
+		snprintf(req->error, sizeof(req->error), "HTTP %ld from a proxy in front of Temporal: %.*s",
+				 req->http_status, Min(len, 200), t);
+	}
 	else if (req->http_status == 401 || req->http_status == 403)
 	{
 		req->status = AC_T_UNAUTHORIZED;

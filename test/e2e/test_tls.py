@@ -11,7 +11,8 @@ server does not trust), and starts, on ports 56100-56199:
   * nats-server presenting an expired certificate,
   * nginx terminating TLS in front of the Temporal dev server's HTTP port,
     passing a request on only with "Authorization: Bearer <key>" (the dev
-    server ignores API keys; nginx is the one that checks).
+    server ignores API keys; nginx is the one that checks), and on a second
+    port only with a client certificate signed by the CA.
 
 Each test points the extension at them with ALTER SYSTEM + pg_reload_conf
 and puts every setting back as it was afterwards.  A right setup must work
@@ -46,6 +47,7 @@ NATS_TLS_PORT = PORT_BASE          # TLS, users with passwords
 NATS_MTLS_PORT = PORT_BASE + 1     # mutual TLS, .creds
 NATS_EXPIRED_PORT = PORT_BASE + 2  # an expired server certificate
 NGINX_PORT = PORT_BASE + 3         # TLS + bearer token in front of Temporal
+NGINX_MTLS_PORT = PORT_BASE + 4    # mutual TLS in front of Temporal
 NATS_PASSWORD = "pw-" + uuid.uuid4().hex
 API_KEY = "key-" + uuid.uuid4().hex
 
@@ -161,6 +163,16 @@ http {{
             if ($http_authorization != "Bearer {API_KEY}") {{ return 401; }}
             proxy_pass {upstream};
             proxy_set_header Authorization "";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{NGINX_MTLS_PORT} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        ssl_client_certificate {d}/ca.pem;
+        ssl_verify_client on;
+        location / {{
+            proxy_pass {upstream};
         }}
     }}
 }}
@@ -375,6 +387,8 @@ def test_nats_tls_with_user_and_password(conn, servers, pki, settings, event_def
     settings.set(nats_url=url, nats_tls_ca_file=pki["ca.pem"], nats_user="router",
                  nats_password_file=pki["nats.password"])
     wait_health(conn, "nats_router", True, url)
+    # the dispatcher let go of its old connection; it connects on the next publish
+    wait_health(conn, "nats_publisher", True, "has not published to NATS at " + url)
     routed_through(conn, event_def)
     wait_health(conn, "nats_publisher", True, url)
 
@@ -395,6 +409,12 @@ def test_nats_tls_with_user_and_password(conn, servers, pki, settings, event_def
     settings.set(nats_password_file=pki["nats.password"])
     wait_health(conn, "nats_router", True, url)
     routed_through(conn, event_def)
+    # the password inside the URL works too, and is shown as ***
+    settings.set(nats_url=f"nats://router:{NATS_PASSWORD}@127.0.0.1:{NATS_TLS_PORT}", nats_user="",
+                 nats_password_file="")
+    wait_health(conn, "nats_router", True, f"nats://***@127.0.0.1:{NATS_TLS_PORT}")
+    routed_through(conn, event_def)
+    wait_health(conn, "nats_publisher", True, f"nats://***@127.0.0.1:{NATS_TLS_PORT}")
 
     text = log_since(offset) + json.dumps(health(conn))
     assert NATS_PASSWORD not in text
@@ -573,3 +593,21 @@ def assert_key_hidden(conn, offset):
     assert "temporal_api_key" in seen[0], "the log shows no change of the key at all"
     for i, text in enumerate(seen):
         assert API_KEY not in text, f"the API key shows in source {i}: ...{text[text.find(API_KEY) - 200:][:400]}"
+
+
+def test_temporal_behind_mutual_tls(conn, servers, pki, settings):
+    https = f"https://127.0.0.1:{NGINX_MTLS_PORT}"
+    settings.set(temporal_url=https, temporal_tls_ca_file=pki["ca.pem"],
+                 temporal_tls_cert_file=pki["client.pem"], temporal_tls_key_file=pki["client.key"])
+    wait_health(conn, "temporal_reachable", True, https)
+    # without a client certificate the proxy refuses, and says why
+    settings.set(temporal_tls_cert_file="", temporal_tls_key_file="")
+    detail = wait_health(conn, "temporal_reachable", False, "HTTP 400 from a proxy in front of Temporal")
+    assert "No required SSL certificate was sent" in detail, detail
+    # a certificate whose key does not match
+    settings.set(temporal_tls_cert_file=pki["client.pem"], temporal_tls_key_file=pki["server.key"])
+    detail = wait_health(conn, "temporal_reachable", False, "")
+    assert "private key" in detail, detail
+    settings.set(temporal_tls_key_file=pki["client.key"])
+    wait_health(conn, "temporal_reachable", True, https)
+
