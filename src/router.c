@@ -115,6 +115,20 @@ DropFetched(void)
 	memset(&fetched, 0, sizeof(fetched));
 }
 
+/*
+ * Hand the fetched batch back after a failure: each message not acked yet
+ * is redelivered in a second, when the router has recovered, instead of
+ * after the consumer's ack wait (30 s).  nats.c skips messages acked
+ * already.
+ */
+static void
+NakFetched(void)
+{
+	for (int i = 0; i < fetched.Count; i++)
+		if (fetched.Msgs[i])
+			natsMsg_NakWithDelay(fetched.Msgs[i], 1000, NULL);
+}
+
 /* Close NATS and wait for its threads when the process exits. */
 static void
 RouterExit(int code, Datum arg)
@@ -685,7 +699,8 @@ ac_router_main(Datum arg)
 		PG_CATCH();
 		{
 			AcWorkerRecover(batch_cxt);
-			/* unacked messages come back after the ack wait; free our copy */
+			/* the batch comes back in a second; free our copy */
+			NakFetched();
 			DropFetched();
 			/* the extension may have moved (dropped, created elsewhere): look again */
 			if (schema)

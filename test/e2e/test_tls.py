@@ -194,7 +194,7 @@ class Settings:
             full = f"activity_core.{name}"
             if full not in self.saved:
                 row = self.conn.execute(
-                    "SELECT setting FROM pg_file_settings WHERE name = %s AND applied "
+                    "SELECT setting FROM pg_settings WHERE name = %s "
                     "AND sourcefile LIKE '%%postgresql.auto.conf'", (full,)).fetchone()
                 self.saved[full] = row[0] if row else None
                 self.shown[full] = self.conn.execute(f"SHOW {full}").fetchone()[0]
