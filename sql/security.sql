@@ -64,6 +64,7 @@ SELECT * FROM ac_health();
 SELECT * FROM ac_stats;
 SELECT * FROM ac_stats_counters();
 SELECT * FROM ac_router_status();
+SELECT * FROM ac_publisher_status();
 SELECT ac_replay_dead_letter(1);
 SELECT * FROM ac_runs('00000000-0000-0000-0000-000000000000');
 DROP TABLE pg_temp.t;

@@ -93,7 +93,7 @@ typedef enum AcCounter
 	AC_NUM_COUNTERS
 } AcCounter;
 
-/* What the router last reported about NATS, for ac_health(). */
+/* What the router (or the dispatcher) last reported about NATS, for ac_health(). */
 typedef enum AcRouterState
 {
 	AC_ROUTER_UNKNOWN = 0,
@@ -103,9 +103,11 @@ typedef enum AcRouterState
 
 typedef struct AcShared
 {
-	slock_t		mutex;			/* protects router_error */
+	slock_t		mutex;			/* protects router_error, publisher_error */
 	char		router_error[256];
 	pg_atomic_uint32 router_state;
+	char		publisher_error[256];
+	pg_atomic_uint32 publisher_state;	/* the dispatcher's NATS connection */
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
 	pg_atomic_uint64 nats_max_payload;	/* the server's max_payload, 0 = unknown */
@@ -121,6 +123,7 @@ extern void AcWakeDispatcher(void);
 extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
+extern void AcSetPublisherState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
 extern int64 AcNatsMaxPayload(void);
 extern void AcSetNatsMaxPayload(int64 max_payload);
@@ -145,6 +148,7 @@ extern void AcReconcileInWorker(const char *schema);
 
 /* Drain ac_outbox to JetStream (publish_drain.c) */
 extern int	AcDrainOutbox(const char *schema, int limit);
+extern void AcPublisherReloaded(void);
 
 /* Drain ac_start_outbox to Temporal (start_drain.c) */
 extern int	AcDrainStarts(const char *schema, int limit);
@@ -174,6 +178,15 @@ extern const char *AcJsonTypeName(struct JsonbValue *v);
 extern char *AcEventTypeProblem(const char *event_type);
 extern char *AcTaskQueueProblem(const char *task_queue);
 extern char *AcWorkflowTypeProblem(const char *workflow_type);
+#define AC_MAX_NAME_BYTES 1000		/* a definition's name, as Temporal's identifiers */
+#define AC_TEMPORAL_MAX_BLOB_BYTES (2 * 1024 * 1024)	/* limit.blobSize.error */
+extern char *AcNameProblem(const char *name);
+extern char *AcArgumentProblem(const char *what, int64 bytes);
+extern char *AcShortValue(const char *value);
+#define AC_MAX_NATS_NAME_BYTES 255
+extern char *AcNatsNameProblem(const char *name);
+struct JsonbContainer;
+extern int	AcJsonbDepth(struct JsonbContainer *c, int limit);
 
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);

@@ -452,6 +452,10 @@ CREATE FUNCTION ac_router_status(OUT state text, OUT error text)
 	AS 'MODULE_PATHNAME', 'ac_router_status'
 	LANGUAGE C VOLATILE;
 
+CREATE FUNCTION ac_publisher_status(OUT state text, OUT error text)
+	AS 'MODULE_PATHNAME', 'ac_publisher_status'
+	LANGUAGE C VOLATILE;
+
 CREATE FUNCTION ac_health(OUT "check" text, OUT ok boolean, OUT detail text, OUT hint text)
 RETURNS SETOF record
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -490,6 +494,15 @@ BEGIN
 			ELSE 'the router has not reported on NATS at ' || nats || ' yet' END,
 		CASE WHEN r.state = 'connected' THEN NULL
 			 ELSE 'Check that nats-server runs with JetStream at activity_core.nats_url and that its credentials and TLS settings are right; the router retries by itself.' END;
+
+	SELECT * INTO r FROM @extschema@.ac_publisher_status();
+	RETURN QUERY SELECT 'nats_publisher'::text, r.state <> 'failing',
+		CASE r.state
+			WHEN 'connected' THEN 'the dispatcher publishes ac_outbox to ' || nats
+			WHEN 'failing' THEN 'the dispatcher cannot publish to NATS at ' || nats || ': ' || coalesce(r.error, 'unknown error')
+			ELSE 'the dispatcher has not published to NATS at ' || nats || ' yet (it connects when ac_outbox has an entry)' END,
+		CASE WHEN r.state = 'failing' THEN
+			'Check that nats-server runs with JetStream at activity_core.nats_url and that its credentials and TLS settings are right; the dispatcher retries each entry with backoff.' END;
 
 	FOR r IN SELECT w.name, w.label FROM (VALUES ('activity_core dispatcher', 'dispatcher_running'),
 											   ('activity_core router', 'router_running')) AS w(name, label) LOOP
@@ -538,4 +551,5 @@ COMMENT ON FUNCTION ac_health() IS
 
 REVOKE ALL ON FUNCTION ac_temporal_health() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_router_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_publisher_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_health() FROM PUBLIC;

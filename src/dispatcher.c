@@ -149,6 +149,7 @@ ac_dispatcher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			AcPublisherReloaded();
 		}
 
 		MemoryContextSwitchTo(loop_cxt);

@@ -61,6 +61,44 @@ DefineString(const char *name, const char *desc, char **var,
 							   flags, NULL, NULL, NULL);
 }
 
+/* GUC check hook: the subject prefix must be valid subject tokens. */
+static bool
+CheckSubjectPrefix(char **newval, void **extra, GucSource source)
+{
+	char	   *problem = AcEventTypeProblem(*newval);
+
+	if (problem)
+	{
+		GUC_check_errdetail("The subject prefix %s; events are published to <prefix>.<event_type>.",
+							problem);
+		return false;
+	}
+	return true;
+}
+
+/* GUC check hook: a JetStream stream or consumer name NATS accepts. */
+static bool
+CheckNatsName(char **newval, void **extra, GucSource source)
+{
+	char	   *problem = AcNatsNameProblem(*newval);
+
+	if (problem)
+	{
+		GUC_check_errdetail("The name %s.", problem);
+		return false;
+	}
+	return true;
+}
+
+/* Define a reloadable string setting whose values a check hook vets. */
+static void
+DefineCheckedString(const char *name, const char *desc, char **var,
+					const char *def, GucStringCheckHook check)
+{
+	DefineCustomStringVariable(name, desc, NULL, var, def, PGC_SIGHUP,
+							   0, check, NULL, NULL);
+}
+
 /* Define a reloadable integer setting. */
 static void
 DefineInt(const char *name, const char *desc, int *var, int def,
@@ -133,15 +171,15 @@ AcDefineGucs(void)
 	DefineString("activity_core.nats_tls_key_file",
 				 "Private key of the client certificate for NATS.",
 				 &ac_nats_tls_key_file, "", GUC_SUPERUSER_ONLY);
-	DefineString("activity_core.stream_name",
-				 "JetStream stream that carries events.",
-				 &ac_stream_name, "ACTIVITY_EVENTS", 0);
-	DefineString("activity_core.subject_prefix",
-				 "Subject prefix of events; the stream listens on <prefix>.>.",
-				 &ac_subject_prefix, "activity", 0);
-	DefineString("activity_core.consumer_name",
-				 "Durable pull consumer the router reads from.",
-				 &ac_consumer_name, "activity-core-event-router", 0);
+	DefineCheckedString("activity_core.stream_name",
+						"JetStream stream that carries events.",
+						&ac_stream_name, "ACTIVITY_EVENTS", CheckNatsName);
+	DefineCheckedString("activity_core.subject_prefix",
+						"Subject prefix of events; the stream listens on <prefix>.>.",
+						&ac_subject_prefix, "activity", CheckSubjectPrefix);
+	DefineCheckedString("activity_core.consumer_name",
+						"Durable pull consumer the router reads from.",
+						&ac_consumer_name, "activity-core-event-router", CheckNatsName);
 	DefineInt("activity_core.router_batch_size",
 			  "Messages the router fetches at once.",
 			  &ac_router_batch_size, 256, 1, 10000, 0);

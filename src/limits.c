@@ -18,6 +18,13 @@
  *	event_type		a NATS subject suffix: dot-separated non-empty tokens of
  *					at most AC_MAX_EVENT_TYPE_BYTES bytes in all, without
  *					wildcards, spaces, control or white-space characters.
+ *	name			at most AC_MAX_NAME_BYTES bytes: it goes into the memo of
+ *					the schedule and into every workflow argument.
+ *	stream_name, consumer_name	JetStream names (AcNatsNameProblem), and
+ *	subject_prefix	subject tokens like event_type: checked when set.
+ *	argument		the workflow argument (name, input, and the event for
+ *					events) within Temporal's payload limit,
+ *					limit.blobSize.error (2 MiB by default).
  *
  * Each check returns NULL when the value is fine, else a palloc'd reason
  * that reads after the field name ("task_queue is 1200 bytes long, ...").
@@ -33,7 +40,9 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 
 PG_FUNCTION_INFO_V1(ac_check_event_type);
 
@@ -71,6 +80,76 @@ AcTaskQueueProblem(const char *task_queue)
 	if (strcmp(task_queue, "temporal-sys-per-ns-tq") == 0)
 		return pstrdup("is Temporal's internal per-namespace task queue");
 	return NULL;
+}
+
+/* NULL when name can name a definition, else why not */
+char *
+AcNameProblem(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0)
+		return pstrdup("must not be empty");
+	if (len > AC_MAX_NAME_BYTES)
+		return psprintf("is %zu bytes long, over the limit of %d bytes (it goes into the memo of the schedule and into every workflow argument)",
+						len, AC_MAX_NAME_BYTES);
+	return NULL;
+}
+
+/*
+ * NULL when a workflow argument of this many bytes fits Temporal's payload
+ * limit, else why not; what names the part that makes it large.
+ */
+char *
+AcArgumentProblem(const char *what, int64 bytes)
+{
+	if (bytes <= AC_TEMPORAL_MAX_BLOB_BYTES)
+		return NULL;
+	return psprintf("makes the workflow argument " INT64_FORMAT " bytes long (%s), over Temporal's payload limit of %d bytes (limit.blobSize.error)",
+					bytes, what, AC_TEMPORAL_MAX_BLOB_BYTES);
+}
+
+/*
+ * A value for an error message: quoted whole when short, else its first
+ * bytes (cut at a character boundary) and its length, so that a megabyte of
+ * input does not make a megabyte of message.
+ */
+char *
+AcShortValue(const char *value)
+{
+	int			len = strlen(value);
+
+	if (len <= 64)
+		return psprintf("\"%s\"", value);
+	return psprintf("\"%.*s...\" (%d bytes)",
+					pg_mbcliplen(value, len, 48), value, len);
+}
+
+/*
+ * The nesting depth of a jsonb container (1 for an object of scalars), or
+ * any value over limit once it is known to be over it.
+ */
+int
+AcJsonbDepth(JsonbContainer *c, int limit)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			deepest = 0;
+
+	check_stack_depth();
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvBinary)
+		{
+			int			child = AcJsonbDepth(v.val.binary.data, limit - 1);
+
+			deepest = Max(deepest, child);
+			if (deepest >= limit)
+				break;
+		}
+	}
+	return deepest + 1;
 }
 
 /* NULL when Temporal accepts workflow_type as a workflow type name, else why not */
@@ -160,6 +239,31 @@ AcEventTypeProblem(const char *event_type)
 	}
 	if (token_start)
 		return pstrdup("has an empty token (a leading, trailing or doubled \".\")");
+	return NULL;
+}
+
+/*
+ * NULL when name can name a JetStream stream or durable consumer, else why
+ * not: nats-server refuses names with white space, ".", "*", ">", path
+ * separators or control characters, and names over 255 bytes.
+ */
+char *
+AcNatsNameProblem(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0)
+		return pstrdup("must not be empty");
+	if (len > AC_MAX_NATS_NAME_BYTES)
+		return psprintf("is %zu bytes long, over NATS's limit of %d bytes",
+						len, AC_MAX_NATS_NAME_BYTES);
+	for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+	{
+		if (*p == '.' || *p == '*' || *p == '>' || *p == '/' || *p == '\\')
+			return psprintf("contains \"%c\", which NATS does not allow in stream and consumer names", *p);
+		if (*p <= ' ' || *p == 0x7f)
+			return pstrdup("contains a space or a control character, which NATS does not allow in stream and consumer names");
+	}
 	return NULL;
 }
 

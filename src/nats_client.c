@@ -22,6 +22,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include "common/hashfn.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 
 #include "nats_client.h"
@@ -61,6 +63,39 @@ AcNatsError(natsStatus s)
 }
 
 #define MAX_SERVERS 32
+
+/*
+ * A hash of every setting a connection is made from (servers, credentials,
+ * TLS files), so that a reload changing one of them makes the workers
+ * connect again.
+ */
+static uint32
+AcNatsSettings(void)
+{
+	StringInfoData buf;
+	const char *const parts[] = {ac_nats_url, ac_nats_user, ac_nats_password_file,
+		ac_nats_credentials_file, ac_nats_tls_ca_file, ac_nats_tls_cert_file,
+	ac_nats_tls_key_file};
+	uint32		h;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < (int) lengthof(parts); i++)
+	{
+		appendStringInfoString(&buf, parts[i] ? parts[i] : "");
+		appendStringInfoChar(&buf, '\n');
+	}
+	h = hash_bytes((const unsigned char *) buf.data, buf.len);
+	explicit_bzero(buf.data, buf.len);
+	pfree(buf.data);
+	return h;
+}
+
+/* Was the connection made from settings that a reload has changed since? */
+bool
+AcNatsSettingsChanged(AcNats *n)
+{
+	return n != NULL && n->settings != AcNatsSettings();
+}
 
 /*
  * Split activity_core.nats_url into a server list (palloc'd, so done
@@ -106,6 +141,7 @@ AcNatsConnect(const char *name, char **error)
 		}
 	}
 	nservers = ServerList(servers);
+	n->settings = AcNatsSettings();
 
 	/* from here to RestoreSignals only nats.c is called: no palloc, no elog */
 	BlockSignals(&old);
@@ -153,6 +189,17 @@ AcNatsConnect(const char *name, char **error)
 	/* nothing that can throw runs while signals are blocked */
 	if (s != NATS_OK)
 		*error = AcNatsError(s);
+
+	/*
+	 * A server that demands a client certificate and got none drops the
+	 * connection after the handshake, which the client sees only as a
+	 * protocol error: say what is likely missing.
+	 */
+	if ((s == NATS_PROTOCOL_ERROR || s == NATS_CONNECTION_CLOSED) &&
+		!(ac_nats_tls_cert_file && ac_nats_tls_cert_file[0]) &&
+		((ac_nats_tls_ca_file && ac_nats_tls_ca_file[0]) || strstr(ac_nats_url, "tls://") != NULL))
+		*error = psprintf("%s: the server closed the TLS connection; it may require a client certificate (activity_core.nats_tls_cert_file and nats_tls_key_file)",
+						  *error);
 	if (o)
 		natsOptions_Destroy(o);
 	if (s != NATS_OK)

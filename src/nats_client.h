@@ -19,6 +19,7 @@ typedef struct AcNats
 	natsConnection *nc;
 	jsCtx	   *js;
 	natsSubscription *sub;
+	uint32		settings;		/* AcNatsSettings() when it connected */
 } AcNats;
 
 /* The NATS client (nats_client.c) */
@@ -33,5 +34,6 @@ extern char *AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 						   bool *permanent);
 extern int64 AcNatsMessageSize(const char *msg_id, int len);
 extern char *AcNatsError(natsStatus s);
+extern bool AcNatsSettingsChanged(AcNats *n);
 
 #endif							/* AC_NATS_CLIENT_H */

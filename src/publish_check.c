@@ -39,47 +39,26 @@ PG_FUNCTION_INFO_V1(ac_check_publish);
  */
 #define ENVELOPE_OVERHEAD 200
 
-/*
- * The nesting depth of a jsonb container (1 for an object of scalars), or
- * any value over limit once it is known to be over it.
- */
-static int
-ContainerDepth(JsonbContainer *c, int limit)
-{
-	JsonbIterator *it = JsonbIteratorInit(c);
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			deepest = 0;
-
-	check_stack_depth();
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvBinary)
-		{
-			int			child = ContainerDepth(v.val.binary.data, limit - 1);
-
-			deepest = Max(deepest, child);
-			if (deepest >= limit)
-				break;
-		}
-	}
-	return deepest + 1;
-}
-
 /* Refuse an event_id that cannot become part of a workflow id or a header. */
 static void
 CheckEventId(const char *id)
 {
 	size_t		len = strlen(id);
-	bool		control = false;
+	const char *problem = NULL;
 
 	for (size_t i = 0; i < len; i++)
 		if ((unsigned char) id[i] < 0x20 || id[i] == 0x7f)
-			control = true;
-	if (len == 0 || len > MAX_EVENT_ID_BYTES || strchr(id, '/') != NULL || control)
+			problem = "contains a control character";
+	if (strchr(id, '/') != NULL)
+		problem = "contains \"/\"";
+	if (len > MAX_EVENT_ID_BYTES)
+		problem = psprintf("is %zu bytes long, over the limit of %d bytes", len, MAX_EVENT_ID_BYTES);
+	if (len == 0)
+		problem = "must not be empty";
+	if (problem)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event_id \"%s\"", id),
+				 errmsg("invalid event_id %s: %s", AcShortValue(id), problem),
 				 errhint("An event_id is non-empty, at most %d bytes and has no \"/\" or control character "
 						 "(it becomes part of a workflow id and of a NATS header).",
 						 MAX_EVENT_ID_BYTES)));
@@ -103,14 +82,14 @@ ac_check_publish(PG_FUNCTION_ARGS)
 	if (problem)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event_type \"%s\": %s", type ? type : "", problem),
+				 errmsg("invalid event_type %s: %s", AcShortValue(type ? type : ""), problem),
 				 errhint("Events are published to %s.<event_type>: dot-separated tokens without spaces, \"*\" or \">\".",
 						 ac_subject_prefix)));
 	if (payload == NULL || !JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("payload must be a JSON object")));
-	depth = ContainerDepth(&payload->root, AC_MAX_EVENT_DEPTH);
+	depth = AcJsonbDepth(&payload->root, AC_MAX_EVENT_DEPTH);
 	if (depth > AC_MAX_EVENT_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -59,6 +59,24 @@ PublishExit(int code, Datum arg)
 	}
 }
 
+/*
+ * After a reload: when a NATS setting changed, close the publishing
+ * connection, so that ac_health() no longer reports the old one; the next
+ * outbox entry connects with the new settings.
+ */
+void
+AcPublisherReloaded(void)
+{
+	if (pub_nats && AcNatsSettingsChanged(pub_nats))
+	{
+		elog(LOG, "activity_core dispatcher: the NATS settings changed; the next publish connects with them");
+		AcNatsClose(pub_nats);
+		pfree(pub_nats);
+		pub_nats = NULL;
+		AcSetPublisherState(AC_ROUTER_UNKNOWN, NULL);
+	}
+}
+
 /* Open the publishing connection if needed; NULL error when ready. */
 static char *
 EnsureConnection(void)
@@ -66,6 +84,8 @@ EnsureConnection(void)
 	char	   *error = NULL;
 	AcNats	   *n;
 
+	/* new servers, credentials or TLS files since it connected: connect again */
+	AcPublisherReloaded();
 	if (pub_nats)
 		return NULL;
 	if (!exit_hook)
@@ -74,15 +94,20 @@ EnsureConnection(void)
 		exit_hook = true;
 	}
 	n = AcNatsConnect("activity_core dispatcher", &error);
-	if (n == NULL)
-		return error;
-	if (!AcNatsEnsureStream(n, &error))
+	if (n != NULL && !AcNatsEnsureStream(n, &error))
 	{
 		AcNatsClose(n);
+		n = NULL;
+	}
+	if (n == NULL)
+	{
+		AcSetPublisherState(AC_ROUTER_FAILING, error);
 		return error;
 	}
 	pub_nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
 	*pub_nats = *n;
+	AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
+	elog(LOG, "activity_core dispatcher: publishing to %s", AcRedactUrl(ac_nats_url));
 	/* what ac_publish checks events against */
 	AcSetNatsMaxPayload(natsConnection_GetMaxPayload(pub_nats->nc));
 	return NULL;
@@ -237,11 +262,17 @@ AcDrainOutbox(const char *schema, int limit)
 								 &lost, &permanent);
 		r->permanent = r->error != NULL && permanent;
 		if (r->error == NULL)
+		{
 			AcCount(AC_STAT_EVENTS_PUBLISHED, 1);
+			if (i == 0)
+				AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
+		}
 		else if (lost)
 		{
 			lost_permanent = r->permanent;
 			lost_error = r->error;
+			if (!r->permanent)
+				AcSetPublisherState(AC_ROUTER_FAILING, r->error);
 		}
 	}
 	/* a closed connection is opened afresh next time */

@@ -115,6 +115,20 @@ DropFetched(void)
 	memset(&fetched, 0, sizeof(fetched));
 }
 
+/*
+ * Hand the fetched batch back after a failure: each message not acked yet
+ * is redelivered in a second, when the router has recovered, instead of
+ * after the consumer's ack wait (30 s).  nats.c skips messages acked
+ * already.
+ */
+static void
+NakFetched(void)
+{
+	for (int i = 0; i < fetched.Count; i++)
+		if (fetched.Msgs[i])
+			natsMsg_NakWithDelay(fetched.Msgs[i], 1000, NULL);
+}
+
 /* Close NATS and wait for its threads when the process exits. */
 static void
 RouterExit(int code, Datum arg)
@@ -607,6 +621,15 @@ ac_router_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* new servers, credentials or TLS files: connect with them now */
+			if (AcNatsSettingsChanged(nats))
+			{
+				elog(LOG, "activity_core router: the NATS settings changed; connecting again");
+				AcNatsClose(nats);
+				pfree(nats);
+				nats = NULL;
+			}
+			failures = 0;
 		}
 		MemoryContextSwitchTo(batch_cxt);
 		PG_TRY();
@@ -676,7 +699,8 @@ ac_router_main(Datum arg)
 		PG_CATCH();
 		{
 			AcWorkerRecover(batch_cxt);
-			/* unacked messages come back after the ack wait; free our copy */
+			/* the batch comes back in a second; free our copy */
+			NakFetched();
 			DropFetched();
 			/* the extension may have moved (dropped, created elsewhere): look again */
 			if (schema)

@@ -124,12 +124,27 @@ SecretFromFile(SecretFile *sf, const char *path, const char *setting, char **err
 const char *
 AcTemporalApiKey(char **error)
 {
+	const char *key;
+	const char *setting = "activity_core.temporal_api_key_file";
+
 	*error = NULL;
 	if (ac_temporal_api_key_file && ac_temporal_api_key_file[0])
-		return SecretFromFile(&temporal_key_file, ac_temporal_api_key_file,
-							  "activity_core.temporal_api_key_file", error);
-	ForgetSecret(&temporal_key_file);
-	return (ac_temporal_api_key && ac_temporal_api_key[0]) ? ac_temporal_api_key : NULL;
+		key = SecretFromFile(&temporal_key_file, ac_temporal_api_key_file,
+							 setting, error);
+	else
+	{
+		ForgetSecret(&temporal_key_file);
+		setting = "activity_core.temporal_api_key";
+		key = (ac_temporal_api_key && ac_temporal_api_key[0]) ? ac_temporal_api_key : NULL;
+	}
+	/* a control character would end the header or smuggle another one in */
+	for (const char *c = key; c && *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+		{
+			*error = psprintf("%s holds a control character, which an HTTP header cannot carry", setting);
+			return NULL;
+		}
+	return key;
 }
 
 /*

@@ -4,7 +4,8 @@
  *	  Shared memory of activity_core: how to wake the dispatcher, and the
  *	  counters behind ac_stats and /metrics.
  *
- * Locking: a spinlock guards the router's last error text; nothing else
+ * Locking: a spinlock guards the last NATS error texts of the router and
+ * of the dispatcher's publisher; nothing else
  * needs one.  The dispatcher publishes its PGPROC number with
  * an atomic store when it starts and clears it when it exits; backends
  * read it atomically and set that process's latch.  Counters are 64-bit
@@ -94,6 +95,8 @@ AcShmemStartup(void)
 		pg_atomic_init_u32(&ac_shared->router_state, AC_ROUTER_UNKNOWN);
 		SpinLockInit(&ac_shared->mutex);
 		ac_shared->router_error[0] = '\0';
+		pg_atomic_init_u32(&ac_shared->publisher_state, AC_ROUTER_UNKNOWN);
+		ac_shared->publisher_error[0] = '\0';
 		pg_atomic_init_u64(&ac_shared->event_generation, 1);
 		pg_atomic_init_u64(&ac_shared->nats_max_payload, 0);
 		for (int i = 0; i < AC_NUM_COUNTERS; i++)
@@ -234,11 +237,21 @@ AcSetRouterState(AcRouterState state, const char *error)
 	pg_atomic_write_u32(&ac_shared->router_state, (uint32) state);
 }
 
-PG_FUNCTION_INFO_V1(ac_router_status);
+/* Record what the dispatcher knows about its publishing NATS connection. */
+void
+AcSetPublisherState(AcRouterState state, const char *error)
+{
+	if (ac_shared == NULL)
+		return;
+	SpinLockAcquire(&ac_shared->mutex);
+	strlcpy(ac_shared->publisher_error, error ? error : "", sizeof(ac_shared->publisher_error));
+	SpinLockRelease(&ac_shared->mutex);
+	pg_atomic_write_u32(&ac_shared->publisher_state, (uint32) state);
+}
 
-/* ac_router_status() returns (state, error): the router's view of NATS. */
-Datum
-ac_router_status(PG_FUNCTION_ARGS)
+/* A (state, error) row from one of the NATS states in shared memory. */
+static Datum
+NatsStatusRow(FunctionCallInfo fcinfo, bool publisher)
 {
 	TupleDesc	desc;
 	Datum		values[2];
@@ -254,13 +267,34 @@ ac_router_status(PG_FUNCTION_ARGS)
 		nulls[1] = true;
 		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 	}
-	state = pg_atomic_read_u32(&ac_shared->router_state);
+	state = pg_atomic_read_u32(publisher ? &ac_shared->publisher_state : &ac_shared->router_state);
 	SpinLockAcquire(&ac_shared->mutex);
-	strlcpy(error, ac_shared->router_error, sizeof(error));
+	strlcpy(error, publisher ? ac_shared->publisher_error : ac_shared->router_error, sizeof(error));
 	SpinLockRelease(&ac_shared->mutex);
 	values[0] = CStringGetTextDatum(state == AC_ROUTER_CONNECTED ? "connected" :
 									state == AC_ROUTER_FAILING ? "failing" : "unknown");
 	values[1] = CStringGetTextDatum(error);
 	nulls[1] = error[0] == '\0';
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(ac_router_status);
+
+/* ac_router_status() returns (state, error): the router's view of NATS. */
+Datum
+ac_router_status(PG_FUNCTION_ARGS)
+{
+	return NatsStatusRow(fcinfo, false);
+}
+
+PG_FUNCTION_INFO_V1(ac_publisher_status);
+
+/*
+ * ac_publisher_status() returns (state, error): the view of NATS of the
+ * dispatcher, which publishes ac_outbox.
+ */
+Datum
+ac_publisher_status(PG_FUNCTION_ARGS)
+{
+	return NatsStatusRow(fcinfo, true);
 }

@@ -35,6 +35,8 @@
 #include "temporal.h"
 
 /* a response larger than this is cut off and treated as a transport error */
+StaticAssertDecl(sizeof(((AcRequest *) 0)->transport_error) >= CURL_ERROR_SIZE,
+				 "transport_error holds curl's error buffer");
 #define MAX_RESPONSE (64 * 1024 * 1024)
 
 static CURLM *multi = NULL;
@@ -192,7 +194,6 @@ StartRequest(AcRequest *req)
 {
 	CURL	   *easy = curl_easy_init();
 	struct curl_slist *h = NULL;
-	char		auth[1024];
 
 	if (easy == NULL)
 		ereport(ERROR,
@@ -203,15 +204,20 @@ StartRequest(AcRequest *req)
 	h = curl_slist_append(h, "Accept: application/json");
 	if (run_api_key)
 	{
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", run_api_key);
+		/* any length: a key cut short would only be refused */
+		char	   *auth = psprintf("Authorization: Bearer %s", run_api_key);
+
 		h = curl_slist_append(h, auth);
-		explicit_bzero(auth, sizeof(auth));
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
 	}
 	req->headers = h;
+	req->transport_error[0] = '\0';
 
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->transport_error);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, WriteBody);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
@@ -243,8 +249,14 @@ ClassifyRequest(AcRequest *req, CURLcode rc)
 	if (rc != CURLE_OK)
 	{
 		req->status = AC_T_UNAVAILABLE;
-		snprintf(req->error, sizeof(req->error), "%s",
-				 req->overflow ? "response too large" : curl_easy_strerror(rc));
+		if (req->overflow)
+			snprintf(req->error, sizeof(req->error), "response too large");
+		else if (req->transport_error[0])
+			/* the detail: "SSL certificate problem: certificate has expired" */
+			snprintf(req->error, sizeof(req->error), "%s (%s)",
+					 req->transport_error, curl_easy_strerror(rc));
+		else
+			snprintf(req->error, sizeof(req->error), "%s", curl_easy_strerror(rc));
 		return;
 	}
 	if (req->http_status == 200)

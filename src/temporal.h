@@ -60,6 +60,7 @@ struct AcRequest
 	bool		overflow;
 	void	   *easy;
 	void	   *headers;
+	char		transport_error[256];	/* curl's own words (CURL_ERROR_SIZE) */
 };
 
 /* The HTTP client (temporal.c) */

@@ -302,8 +302,23 @@ AcParseError(AcRequest *req)
 				break;
 		}
 	}
+	else if (req->http_status != 401 && req->http_status != 403 &&
+			 req->response && strstr(req->response, "<title>") != NULL)
+	{
+		/* an HTML page from a proxy in front of Temporal: its title says why */
+		const char *t = strstr(req->response, "<title>") + strlen("<title>");
+		int			len = strcspn(t, "<\r\n");
+
+		snprintf(req->error, sizeof(req->error), "HTTP %ld from a proxy in front of Temporal: %.*s",
+				 req->http_status, Min(len, 200), t);
+	}
 	else if (req->http_status == 401 || req->http_status == 403)
+	{
 		req->status = AC_T_UNAUTHORIZED;
+		snprintf(req->error, sizeof(req->error),
+				 "HTTP %ld: Temporal refused the credentials (activity_core.temporal_api_key or temporal_api_key_file, or the TLS client certificate)",
+				 req->http_status);
+	}
 	if (root)
 		json_decref(root);
 }

