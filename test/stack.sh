@@ -13,7 +13,7 @@
 #   test/stack.sh clean STATE                  stop, then delete the state
 #
 # demo: PG 5499, Temporal 7233/7243 (UI 8233, SQLite file), NATS 4222/8222, db "activity".
-# test: PG 5498, Temporal 17233/17243 (headless, in-memory), NATS 14222/18222,
+# test: PG 5498, Temporal 17233/17243 (headless, SQLite file), NATS 14222/18222,
 #       db "contrib_regression", fsync=off.
 # Overrides: AC_PG_PORT AC_TEMPORAL_PORT AC_TEMPORAL_HTTP_PORT AC_TEMPORAL_UI_PORT
 #   AC_NATS_PORT AC_NATS_MON_PORT AC_DB AC_PRELOAD (shared_preload_libraries,
@@ -291,8 +291,11 @@ nats_summary() {
 temporal_args() {
   TEMPORAL_ARGS=(server start-dev --ip 127.0.0.1 --port "$T_GRPC" --http-port "$T_HTTP"
     --ui-port "$T_UI" --search-attribute activity_id=Keyword --log-level warn)
+  # both modes persist to a SQLite file under the state dir, so that a
+  # restart-temporal keeps schedules and workflows (clean deletes it)
+  TEMPORAL_ARGS+=(--db-filename "$STATE/temporal/temporal.db")
   if [ "$MODE" = demo ]; then
-    TEMPORAL_ARGS+=(--db-filename "$STATE/temporal/temporal.db" --ui-disable-news-fetch)
+    TEMPORAL_ARGS+=(--ui-disable-news-fetch)
   else
     TEMPORAL_ARGS+=(--headless)
   fi
