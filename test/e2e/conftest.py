@@ -485,3 +485,11 @@ def assert_one_completed_run(workflow_id, first_run=None, timeout=15.0):
                                            f"{rid} completed")
     poll(listed, timeout, 0.3)
     return rid
+
+
+def regrant_roles(c, names):
+    """Grant the session's roles again what docs/security.md says (after the
+    extension was dropped and created again, its new objects have no grants)."""
+    blocks = grant_blocks()
+    for role, name in names.items():
+        c.execute(re.sub(rf"\bTO {role};", f"TO {name};", blocks[role]))
