@@ -8,6 +8,8 @@
 #   test/stack.sh stop STATE                   stop everything (never fails)
 #   test/stack.sh status STATE                 show which services are up
 #   test/stack.sh start-temporal|stop-temporal|restart-temporal STATE
+#                                              (restart keeps Temporal's state)
+#   test/stack.sh reset-temporal STATE         restart Temporal empty (a total loss)
 #   test/stack.sh worker-start|worker-stop STATE   reference worker (test/worker.py)
 #   test/stack.sh psql STATE [psql args]       psql as postgres against the cluster
 #   test/stack.sh clean STATE                  stop, then delete the state
@@ -297,7 +299,8 @@ temporal_args() {
   if [ "$MODE" = demo ]; then
     TEMPORAL_ARGS+=(--ui-disable-news-fetch)
   else
-    TEMPORAL_ARGS+=(--headless)
+    # a throwaway store, like the cluster's fsync=off
+    TEMPORAL_ARGS+=(--headless --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off)
   fi
   if [ -n "$TEMPORAL_EXTRA" ]; then
     # shellcheck disable=SC2206
@@ -518,6 +521,11 @@ main() {
     start-temporal) set_state "${1:-}"; load_config; start_temporal; temporal_summary ;;
     stop-temporal) set_state "${1:-}"; load_config; stop_temporal; note "temporal stopped" ;;
     restart-temporal) set_state "${1:-}"; load_config; stop_temporal; start_temporal; temporal_summary ;;
+    reset-temporal)
+      set_state "${1:-}"; load_config; stop_temporal
+      rm -f "$STATE"/temporal/temporal.db*
+      start_temporal; temporal_summary
+      ;;
     worker-start) set_state "${1:-}"; load_config; start_worker ;;
     worker-stop) set_state "${1:-}"; load_config; stop_worker; note "worker stopped" ;;
     psql)
@@ -525,7 +533,7 @@ main() {
       as_pg "$PGBIN/psql" -h "$PG_BASE" -p "$PG_PORT" -U postgres -d "$DB" "$@"
       ;;
     *)
-      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
       [ -z "$cmd" ] || [ "$cmd" = help ] || [ "$cmd" = -h ] || exit 2
       ;;
   esac

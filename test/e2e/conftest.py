@@ -417,10 +417,22 @@ WORKER_TASK_QUEUE = "orchestrator-tq"
 COMPLETED = "WORKFLOW_EXECUTION_STATUS_COMPLETED"
 
 
+def ensure_worker():
+    """Start the reference worker unless it runs (a test may have stopped the stack)."""
+    try:
+        pid = int((Path(state_dir()) / "worker" / "worker.pid").read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"worker.py" in f.read() and alive(pid):
+                return
+    except (OSError, ValueError):
+        pass
+    stack("worker-start")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def reference_worker():
-    """The reference worker, started once for the session (a no-op when it runs)."""
-    stack("worker-start")
+    """The reference worker, started for the session."""
+    ensure_worker()
     yield
 
 
@@ -455,6 +467,8 @@ def workflow_runs(workflow_id):
 
 def wait_completed(workflow_id, timeout=30.0):
     """Wait until the current run of workflow_id is COMPLETED; return its describe body."""
+    ensure_worker()
+
     def once():
         body = describe_workflow(workflow_id)
         assert body is not None, f"workflow {workflow_id} not started"
