@@ -233,14 +233,21 @@ RefreshIndex(const char *schema)
 		 AcEventIndexSize(event_index));
 }
 
-/* Write the dead letters of a batch, in one transaction. */
+/*
+ * Write the dead letters of a batch, in one transaction.  A message whose
+ * dead letter is already there (same stream sequence, subject and bytes:
+ * the router wrote it on an earlier delivery and stopped before the term
+ * reached NATS) gets no second one; it is terminated all the same.
+ */
 static void
 WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 {
 	bool		any = false;
 	char	   *sql = psprintf("INSERT INTO %s.ac_dead_letters (subject, stream_seq, deliveries, reason, "
-							   "event_id, event_type, raw) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-							   quote_identifier(schema));
+							   "event_id, event_type, raw) SELECT $1, $2, $3, $4, $5, $6, $7 "
+							   "WHERE NOT EXISTS (SELECT 1 FROM %s.ac_dead_letters d "
+							   "WHERE d.stream_seq = $2 AND d.subject = $1 AND d.raw = $7)",
+							   quote_identifier(schema), quote_identifier(schema));
 	Oid			types[7] = {TEXTOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID};
 	MemoryContext caller = CurrentMemoryContext;
 
@@ -272,6 +279,12 @@ WriteDeadLetters(const char *schema, RouterMsg *msgs, int n)
 		values[6] = PointerGetDatum(raw);
 		if (SPI_execute_with_args(sql, 7, types, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not write a dead letter");
+		if (SPI_processed == 0)
+		{
+			elog(LOG, "activity_core router: dead letter for stream sequence " UINT64_FORMAT " already written by an earlier delivery; terminating it",
+				 m->stream_seq);
+			continue;
+		}
 		AcCount(AC_STAT_EVENTS_DEAD, 1);
 		elog(LOG, "activity_core router: dead letter for stream sequence " UINT64_FORMAT ": %s",
 			 m->stream_seq, m->error);

@@ -8,12 +8,14 @@
 #   test/stack.sh stop STATE                   stop everything (never fails)
 #   test/stack.sh status STATE                 show which services are up
 #   test/stack.sh start-temporal|stop-temporal|restart-temporal STATE
+#                                              (restart keeps Temporal's state)
+#   test/stack.sh reset-temporal STATE         restart Temporal empty (a total loss)
 #   test/stack.sh worker-start|worker-stop STATE   reference worker (test/worker.py)
 #   test/stack.sh psql STATE [psql args]       psql as postgres against the cluster
 #   test/stack.sh clean STATE                  stop, then delete the state
 #
 # demo: PG 5499, Temporal 7233/7243 (UI 8233, SQLite file), NATS 4222/8222, db "activity".
-# test: PG 5498, Temporal 17233/17243 (headless, in-memory), NATS 14222/18222,
+# test: PG 5498, Temporal 17233/17243 (headless, SQLite file), NATS 14222/18222,
 #       db "contrib_regression", fsync=off.
 # Overrides: AC_PG_PORT AC_TEMPORAL_PORT AC_TEMPORAL_HTTP_PORT AC_TEMPORAL_UI_PORT
 #   AC_NATS_PORT AC_NATS_MON_PORT AC_DB AC_PRELOAD (shared_preload_libraries,
@@ -298,10 +300,14 @@ nats_summary() {
 temporal_args() {
   TEMPORAL_ARGS=(server start-dev --ip 127.0.0.1 --port "$T_GRPC" --http-port "$T_HTTP"
     --ui-port "$T_UI" --search-attribute activity_id=Keyword --log-level warn)
+  # both modes persist to a SQLite file under the state dir, so that a
+  # restart-temporal keeps schedules and workflows (clean deletes it)
+  TEMPORAL_ARGS+=(--db-filename "$STATE/temporal/temporal.db")
   if [ "$MODE" = demo ]; then
-    TEMPORAL_ARGS+=(--db-filename "$STATE/temporal/temporal.db" --ui-disable-news-fetch)
+    TEMPORAL_ARGS+=(--ui-disable-news-fetch)
   else
-    TEMPORAL_ARGS+=(--headless)
+    # a throwaway store, like the cluster's fsync=off
+    TEMPORAL_ARGS+=(--headless --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off)
   fi
   if [ -n "$TEMPORAL_EXTRA" ]; then
     # shellcheck disable=SC2206
@@ -522,6 +528,11 @@ main() {
     start-temporal) set_state "${1:-}"; load_config; start_temporal; temporal_summary ;;
     stop-temporal) set_state "${1:-}"; load_config; stop_temporal; note "temporal stopped" ;;
     restart-temporal) set_state "${1:-}"; load_config; stop_temporal; start_temporal; temporal_summary ;;
+    reset-temporal)
+      set_state "${1:-}"; load_config; stop_temporal
+      rm -f "$STATE"/temporal/temporal.db*
+      start_temporal; temporal_summary
+      ;;
     worker-start) set_state "${1:-}"; load_config; start_worker ;;
     worker-stop) set_state "${1:-}"; load_config; stop_worker; note "worker stopped" ;;
     psql)
@@ -529,7 +540,7 @@ main() {
       as_pg "$PGBIN/psql" -h "$PG_BASE" -p "$PG_PORT" -U postgres -d "$DB" "$@"
       ;;
     *)
-      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
       [ -z "$cmd" ] || [ "$cmd" = help ] || [ "$cmd" = -h ] || exit 2
       ;;
   esac

@@ -403,3 +403,107 @@ def pytest_collection_modifyitems(items):
     """Run tests marked restarts_postgres last, so that the session's `conn` serves
     every other suite before a restart drops it."""
     items.sort(key=lambda item: item.get_closest_marker("restarts_postgres") is not None)
+
+
+# ---------------------------------------------------------------- completed workflows
+# The reference worker (test/worker.py, task queue orchestrator-tq) runs for the
+# whole session, so workflows of the default task queue complete, and "exactly
+# once" is checked against closed workflows too: Temporal refuses a second start
+# of a running id whatever the reuse policy, of a closed one only because of it.
+
+import urllib.parse  # noqa: E402
+
+WORKER_TASK_QUEUE = "orchestrator-tq"
+COMPLETED = "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+
+
+def ensure_worker():
+    """Start the reference worker unless it runs (a test may have stopped the stack)."""
+    try:
+        pid = int((Path(state_dir()) / "worker" / "worker.pid").read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"worker.py" in f.read() and alive(pid):
+                return
+    except (OSError, ValueError):
+        pass
+    stack("worker-start")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_worker():
+    """The reference worker, started for the session."""
+    ensure_worker()
+    yield
+
+
+def describe_workflow(workflow_id):
+    """DescribeWorkflowExecution: the body, or None when Temporal says the workflow
+    does not exist; any other answer fails the test."""
+    status, body = temporal("GET", "/workflows/" + urllib.parse.quote(workflow_id, safe=""))
+    if status == 404 and isinstance(body, dict) and body.get("code") == 5:
+        return None
+    assert status == 200, f"describe workflow {workflow_id}: HTTP {status} {body}"
+    return body
+
+
+def workflow_runs(workflow_id):
+    """Every run (open and closed) that visibility lists for workflow_id, as
+    [(run id, status)], through ListWorkflowExecutions with WorkflowId = '...'."""
+    query = urllib.parse.quote("WorkflowId = '%s'" % workflow_id.replace("'", "\\'"))
+    out, page = [], ""
+    while True:
+        path = f"/workflows?pageSize=1000&query={query}"
+        if page:
+            path += "&nextPageToken=" + urllib.parse.quote(page)
+        status, body = temporal("GET", path)
+        assert status == 200, f"list runs of {workflow_id}: HTTP {status} {body}"
+        for e in body.get("executions", []):
+            assert e["execution"]["workflowId"] == workflow_id, e
+            out.append((e["execution"]["runId"], e.get("status")))
+        page = body.get("nextPageToken") or ""
+        if not page:
+            return out
+
+
+def wait_completed(workflow_id, timeout=30.0):
+    """Wait until the current run of workflow_id is COMPLETED; return its describe body."""
+    ensure_worker()
+
+    def once():
+        body = describe_workflow(workflow_id)
+        assert body is not None, f"workflow {workflow_id} not started"
+        st = body["workflowExecutionInfo"].get("status")
+        assert st == COMPLETED, f"workflow {workflow_id} is {st}, not completed"
+        return body
+    return poll(once, timeout, 0.2)
+
+
+def run_id(body):
+    """The run id of a describe body."""
+    return body["workflowExecutionInfo"]["execution"]["runId"]
+
+
+def assert_one_completed_run(workflow_id, first_run=None, timeout=15.0):
+    """workflow_id has exactly one run, completed (the one of first_run when given):
+    the current run (DescribeWorkflowExecution, strongly consistent) is that run,
+    and visibility lists it and no other."""
+    body = wait_completed(workflow_id, timeout)
+    rid = run_id(body)
+    if first_run is not None:
+        assert rid == first_run, (f"workflow {workflow_id} was started again: current run "
+                                  f"{rid}, first run {first_run}")
+
+    def listed():
+        got = workflow_runs(workflow_id)
+        assert got == [(rid, COMPLETED)], (f"runs of {workflow_id}: {got}, expected only "
+                                           f"{rid} completed")
+    poll(listed, timeout, 0.3)
+    return rid
+
+
+def regrant_roles(c, names):
+    """Grant the session's roles again what docs/security.md says (after the
+    extension was dropped and created again, its new objects have no grants)."""
+    blocks = grant_blocks()
+    for role, name in names.items():
+        c.execute(re.sub(rf"\bTO {role};", f"TO {name};", blocks[role]))

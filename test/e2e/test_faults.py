@@ -2,7 +2,9 @@
 
 Temporal is frozen with SIGSTOP (its process keeps its sockets, so requests
 connect and then wait for an answer that does not come) or stopped and
-started again (the test server is in-memory, so it comes back empty).
+started again (the test server keeps its state in a SQLite file under the
+stack's state directory, so it comes back with the schedules and workflows
+it had: what a test finds after the restart is what the extension did).
 PostgreSQL is restarted with `pg_ctl -m immediate`, and the dispatcher
 background worker is killed with SIGKILL or terminated with SIGTERM.
 
@@ -27,9 +29,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (alive, connect, described, load_stack_env, log_offset, log_since, log_tail,
-                      pg_log, poll, schedule_gone, signal_group, stack, state_dir, wait_gone,
-                      worker_pid, worker_pids)
+from conftest import (alive, assert_one_completed_run, connect, connect_as,
+                      described, load_stack_env, log_offset, log_since, log_tail, pg_log, poll,
+                      run_id, schedule_gone, signal_group, stack, state_dir, wait_completed,
+                      wait_gone, worker_pid, worker_pids)
 
 load_stack_env()
 
@@ -236,11 +239,13 @@ def test_cancel_and_statement_timeout_stop_a_request_to_a_frozen_temporal(faults
 
 def test_changes_survive_a_postgres_crash_restart_while_temporal_is_down(faults):
     with connect() as c:
-        upd, gone, paused_one = insert_crons(c, [unique("upd"), unique("gone"), unique("pause")])
-        faults.ids += [upd, gone, paused_one]
+        upd, gone, paused_one, kept = insert_crons(
+            c, [unique("upd"), unique("gone"), unique("pause"), unique("kept")])
+        faults.ids += [upd, gone, paused_one, kept]
         assert c.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
-        for aid in (upd, gone, paused_one):
+        for aid in (upd, gone, paused_one, kept):
             described(aid)
+        kept_spec = described(kept)["schedule"]["spec"]
 
         stack("stop-temporal")
         (new,) = insert_crons(c, [unique("new")], cron="0 3 * * *")
@@ -295,7 +300,10 @@ def test_changes_survive_a_postgres_crash_restart_while_temporal_is_down(faults)
     def paused_ok(body):
         assert paused(body), body["schedule"].get("state")
     described(paused_one, paused_ok)
-    schedule_gone(gone)
+    # Temporal kept its state across the restart: the schedule nobody changed is
+    # there as it was, so the one that is gone was deleted by the dispatcher
+    assert described(kept)["schedule"]["spec"] == kept_spec
+    schedule_gone(gone, grpc_code=5)
 
 
 def test_killed_dispatcher_comes_back_and_applies_pending_changes(faults):
@@ -362,3 +370,50 @@ def test_sigterm_stops_the_dispatcher_promptly_in_the_middle_of_requests(faults)
     assert "terminating any other active server processes" not in log, log_tail(faults.log_start)
     for aid in (ids[0], ids[99], ids[-1]):
         described(aid)
+
+
+def test_start_retried_after_its_workflow_completed_starts_it_once(faults, role_names):
+    """ac_trigger's start reached Temporal and the workflow completed, but the
+    dispatcher never committed the outbox row's deletion (it waits on a table
+    lock the test holds, and is terminated there): the new dispatcher sends the
+    start again, and Temporal's reuse policy keeps it from a second run."""
+    with connect() as c, connect() as locker, connect_as(role_names["app"]) as app:
+        (aid,) = app.execute("INSERT INTO ac_activity_definitions (name, trigger_type) "
+                             "VALUES (%s, 'manual') RETURNING id::text",
+                             (unique("retry"),)).fetchone()
+        faults.ids.append(aid)
+        old = worker_pid(c, DISPATCHER)
+        key = f"retry-{uuid.uuid4().hex[:8]}"
+        freeze_temporal()
+        try:
+            # the start cannot return before the thaw, so it cannot be deleted before
+            wid = app.execute("SELECT ac_trigger(%s, NULL, %s)", (aid, key)).fetchone()[0]
+            (row,) = c.execute("SELECT id FROM ac_start_outbox WHERE workflow_id = %s",
+                               (wid,)).fetchone()
+            # reading the outbox goes on; deleting from it waits for the test
+            locker.execute("BEGIN")
+            locker.execute("LOCK TABLE ac_start_outbox IN SHARE MODE")
+        finally:
+            thaw_temporal()
+        try:
+            first = run_id(wait_completed(wid))
+
+            def blocked():
+                st = c.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                               (old,)).fetchone()
+                assert st == ("Lock",), f"dispatcher not waiting on the lock: {st}"
+            poll(blocked, timeout=10, interval=0.05)
+            assert c.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone()[0] is True
+            assert wait_gone(old, 5), f"dispatcher {old} survived SIGTERM"
+        finally:
+            locker.execute("ROLLBACK")
+        assert c.execute("SELECT count(*) FROM ac_start_outbox WHERE id = %s",
+                         (row,)).fetchone()[0] == 1, "the row went with the terminated dispatcher"
+        worker_pid(c, DISPATCHER, timeout=15, other_than=old)
+
+        def drained():
+            n = c.execute("SELECT count(*) FROM ac_start_outbox WHERE id = %s",
+                          (row,)).fetchone()[0]
+            assert n == 0, "the start outbox row was not retried"
+        poll(drained, timeout=30)
+        assert_one_completed_run(wid, first)

@@ -11,14 +11,14 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import log_offset, log_since, poll, token, wid
+from conftest import log_offset, log_since, poll, regrant_roles, token, wid
 from test_events import (Definitions, assert_no_workflow, describe_wf, envelope,
                          js, publish_env, wait_processed, wait_workflow)  # noqa: F401 (js: fixture)
 
 
 @pytest.fixture
-def defs(conn):
-    d = Definitions(conn)
+def defs(app):
+    d = Definitions(app)
     yield d
     d.cleanup()
 
@@ -136,7 +136,7 @@ def test_invalidate_trigger_refuses_other_tables_and_row_level(conn):
                         "'EXECUTE')").fetchone()[0] is False
 
 
-def test_router_follows_the_extension_into_another_schema(conn, js):
+def test_router_follows_the_extension_into_another_schema(conn, js, role_names):
     """Dropped and created again in another schema, the extension's events are
     routed again (the router looks its schema up afresh after a failure), and
     the router holds one index, not one leaked per failed rebuild."""
@@ -175,3 +175,4 @@ def test_router_follows_the_extension_into_another_schema(conn, js):
             c.execute("DROP EXTENSION IF EXISTS activity_core CASCADE")
             c.execute(f"DROP SCHEMA IF EXISTS {other} CASCADE")
             c.execute("CREATE EXTENSION activity_core SCHEMA public")
+            regrant_roles(c, role_names)

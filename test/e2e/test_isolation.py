@@ -53,7 +53,7 @@ def sync_status(conn, aid):
                         "WHERE activity_id = %s", (aid,)).fetchone()
 
 
-def test_unparseable_intent_fails_alone_while_starts_and_publishes_flow(conn, rows):
+def test_unparseable_intent_fails_alone_while_starts_and_publishes_flow(conn, app, rows):
     # a cron row the dispatcher cannot read: max_catchup_runs is not an integer
     bad = rows.add("cron", {"cron_expression": "0 3 * * *", "misfire_policy": "catchup",
                             "max_catchup_runs": "many"}, validated=False)
@@ -71,9 +71,9 @@ def test_unparseable_intent_fails_alone_while_starts_and_publishes_flow(conn, ro
 
     # the rest flows: schedules, on-demand starts and event publishes
     described(good, timeout=30)
-    wid = conn.execute("SELECT ac_trigger(%s, NULL, %s)", (manual, f"k-{run}")).fetchone()[0]
+    wid = app.execute("SELECT ac_trigger(%s, NULL, %s)", (manual, f"k-{run}")).fetchone()[0]
     wait_workflow(wid)
-    eid = conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
+    eid = app.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
     wait_workflow(f"activity-{event}:{eid}")
     # still failed, and not retried: a permanent failure waits for a change
     last_error, kind, pending = sync_status(conn, bad)
@@ -81,7 +81,7 @@ def test_unparseable_intent_fails_alone_while_starts_and_publishes_flow(conn, ro
 
 
 
-def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, rows):
+def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, app, rows):
     run = uuid.uuid4().hex[:10]
     event = rows.add("event", {"event_type": f"iso.{run}"})
     # rows ac_publish would not write, as the extension's owner could: a subject
@@ -93,7 +93,7 @@ def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, rows):
         "(%s, %s, convert_to(repeat('a', 1048576), 'UTF8')) RETURNING id",
         (long_subject, f"long-{run}", f"activity.iso.{run}", f"big-{run}")).fetchall()]
     try:
-        eid = conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
+        eid = app.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
         wait_workflow(f"activity-{event}:{eid}")
 
         def refused():
@@ -108,7 +108,7 @@ def test_outbox_rows_nats_refuses_are_permanent_and_the_rest_flows(conn, rows):
         poll(refused, timeout=30)
 
         # refused rows are skipped: later events keep flowing
-        eid2 = conn.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
+        eid2 = app.execute("SELECT ac_publish(%s, '{}'::jsonb)", (f"iso.{run}",)).fetchone()[0]
         wait_workflow(f"activity-{event}:{eid2}")
         attempts = conn.execute("SELECT array_agg(attempts ORDER BY id) FROM ac_outbox "
                                 "WHERE id = ANY(%s)", (ids,)).fetchone()[0]

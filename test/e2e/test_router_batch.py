@@ -15,8 +15,8 @@ AC_MAX_EVENT_DEPTH = 100
 
 
 @pytest.fixture
-def defs(conn):
-    d = Definitions(conn)
+def defs(app):
+    d = Definitions(app)
     yield d
     d.cleanup()
 

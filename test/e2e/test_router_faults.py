@@ -8,16 +8,20 @@ services:
 * nats-server is stopped with SIGTERM (through its pid file) and started
   again with test/stack.sh on the same store directory, so JetStream keeps
   its stream and consumer;
-* the Temporal dev server is stopped and started again (it is in-memory, so
-  it comes back empty);
+* the Temporal dev server is stopped and started again (on its SQLite file,
+  so it comes back with the schedules and workflows it had), or frozen with
+  SIGSTOP so that the router's starts stay outstanding;
 * the router is terminated with pg_terminate_backend (an orderly exit, the
   postmaster starts a new one after the worker's restart delay) or killed
   with SIGKILL (the postmaster then resets every process).
 
 Workflows are checked with DescribeWorkflowExecution and with the visibility
 list by the activity_id search attribute (each expected workflow id listed
-exactly once), the consumer with JetStream's consumer info, the rest from
-ac_stats, ac_dead_letters, ac_outbox and the PostgreSQL log.
+exactly once); the reference worker completes them, and "exactly once" is a
+count of the runs per workflow id (closed and open), so that a second start
+of a completed workflow would show.  The consumer is read with JetStream's
+consumer info, the rest from ac_stats, ac_dead_letters, ac_outbox and the
+PostgreSQL log.
 
 Every test restores the stack in its teardown: Temporal thawed and running,
 nats-server running, PostgreSQL up with a router, settings reset, and the
@@ -37,15 +41,16 @@ from pathlib import Path
 import nats
 import pytest
 
-from conftest import (alive, connect, delta, http, load_stack_env, log_offset, log_since,
-                      log_tail, poll, signal_group, stack, state_dir, stats, token, wait_gone,
-                      wait_processed, wid, worker_pid)
+from conftest import (NATS_URL, alive, assert_one_completed_run, connect, delta,
+                      describe_workflow, http, load_stack_env, log_offset, log_since, log_tail,
+                      poll, run_id, signal_group, stack, state_dir, stats, token, wait_completed,
+                      wait_gone, wait_processed, wid, worker_pid)
+from test_faults import freeze_temporal, thaw_temporal
 
 load_stack_env()
 
 STATE = state_dir()
 TEMPORAL_URL = os.environ.get("AC_TEMPORAL_URL", "http://127.0.0.1:17243")
-NATS_URL = os.environ.get("AC_NATS_URL", "nats://127.0.0.1:14222")
 NATS_PIDFILE = Path(STATE) / "nats" / "nats.pid"
 TEMPORAL_PIDFILE = Path(STATE) / "temporal" / "temporal.pid"
 ROUTER = "activity_core router"
@@ -176,18 +181,9 @@ def temporal(method, path):
     return http(method, f"{TEMPORAL_URL}/namespaces/default{path}")
 
 
-def describe_wf(workflow_id):
-    return temporal("GET", "/workflows/" + urllib.parse.quote(workflow_id, safe=""))
-
-
 def wait_workflows(workflow_ids, timeout=20.0):
     def once():
-        missing = []
-        for w in workflow_ids:
-            code, body = describe_wf(w)
-            assert code in (200, 404), f"describe {w}: HTTP {code} {body}"
-            if code == 404:
-                missing.append(w)
+        missing = [w for w in workflow_ids if describe_workflow(w) is None]
         assert not missing, f"{len(missing)} of {len(workflow_ids)} workflows not started: " \
                             f"{missing[:4]}"
     poll(once, timeout, 0.3)
@@ -327,6 +323,9 @@ def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
         js = JetStream()
         try:
             router_ready(js)
+            # a workflow from before the stop: Temporal keeps it across the restart
+            kept, _ = js.event(etype, n=-1)
+            kept_run = run_id(wait_completed(wid(aid, kept)))
             stack("stop-temporal")
             before = stats(c)
             published = [js.event(etype, n=i) for i in range(n)]
@@ -347,11 +346,14 @@ def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
                 line = f"event {eids[0]} retried in {delay} ms (delivery {delivery})"
                 assert line in log, f"{line!r} not logged:\n{log_tail(restore.log_start)}"
 
-            # an empty Temporal comes back; nobody does anything else
+            # Temporal comes back with what it had; nobody does anything else
             stack("start-temporal")
+            assert run_id(wait_completed(wid(aid, kept))) == kept_run
             wait_workflows([wid(aid, e) for e in eids], timeout=60)
-            wait_runs(aid, [wid(aid, e) for e in eids])
             wait_processed(js, published[-1][1], timeout=15)
+            for e in eids:
+                assert_one_completed_run(wid(aid, e))
+            wait_runs(aid, [wid(aid, e) for e in [kept] + eids])
         finally:
             js.close()
         d = delta(before, stats(c))
@@ -376,6 +378,9 @@ def test_event_is_dead_lettered_after_max_deliveries_and_replayed(restore):
             poll(lambda: require('parameter "activity_core.router_max_deliveries" changed to "2"'
                                  in log_since(offset), "configuration not reloaded"), timeout=5)
             time.sleep(1.5)  # the router reloads between two fetches (at most 1 s each)
+            # a workflow from before the stop, to tell a kept Temporal from an empty one
+            kept, _ = js.event(etype, k="kept")
+            kept_run = run_id(wait_completed(wid(aid, kept)))
             stack("stop-temporal")
             before = stats(c)
             eid, seq = js.event(etype, k="v")
@@ -390,15 +395,9 @@ def test_event_is_dead_lettered_after_max_deliveries_and_replayed(restore):
             assert reason.startswith("gave up after 2 deliveries"), reason
             assert deliveries == 2 and dl_seq == seq and replayed_at is None, rows[0]
 
-            # terminated: not redelivered, nothing left pending
+            # terminated: below the ack floor, JetStream never delivers it again
             ci = wait_processed(js, seq, timeout=10)
             assert ci.num_ack_pending == 0, ci
-            received = stats(c)["events_received"]
-            time.sleep(3)
-            ci2 = js.consumer()
-            assert ci2.num_redelivered == ci.num_redelivered, (ci, ci2)
-            assert ci2.num_ack_pending == 0 and ci2.delivered.stream_seq == ci.delivered.stream_seq, ci2
-            assert stats(c)["events_received"] == received, "the router received it again"
             assert len(dead_letters(c, [eid])) == 1, dead_letters(c, [eid])
             d = delta(before, stats(c))
             assert d["events_retried"] == 1 and d["events_dead_lettered"] == 1, d
@@ -408,11 +407,14 @@ def test_event_is_dead_lettered_after_max_deliveries_and_replayed(restore):
             c.execute("ALTER SYSTEM RESET activity_core.router_max_deliveries")
             c.execute("SELECT pg_reload_conf()")
             stack("start-temporal")
-            code, body = describe_wf(wid(aid, eid))
-            assert code == 404, f"workflow of a dead letter exists: HTTP {code} {body}"
+            # the state from before the stop is there: the dead letter's workflow is
+            # absent because nothing started it, not because Temporal forgot it
+            assert run_id(wait_completed(wid(aid, kept))) == kept_run
+            body = describe_workflow(wid(aid, eid))
+            assert body is None, f"workflow of a dead letter exists: {body}"
             assert c.execute("SELECT ac_replay_dead_letter(%s)", (dl_id,)).fetchone()[0] == eid
-            wait_workflows([wid(aid, eid)], timeout=20)
-            wait_runs(aid, [wid(aid, eid)])
+            assert_one_completed_run(wid(aid, eid), timeout=20)
+            wait_runs(aid, [wid(aid, kept), wid(aid, eid)])
             assert c.execute("SELECT replayed_at IS NOT NULL FROM ac_dead_letters WHERE id = %s",
                              (dl_id,)).fetchone()[0]
             poll(lambda: require(c.execute("SELECT count(*) FROM ac_outbox WHERE msg_id LIKE %s",
@@ -509,3 +511,255 @@ def test_killed_router_loses_no_event(restore):
     log = log_since(restore.log_start)
     assert f'background worker "{ROUTER}" (PID {old}) was terminated by signal 9' in log, \
         log_tail(restore.log_start)
+
+
+# ---------------------------------------------------------------- 6. faults with work in flight
+# JetStream redelivers a message that was delivered and never acknowledged
+# once the consumer's AckWait (30 s) passed: each of these tests waits for it.
+
+ACK_WAIT = 30.0
+
+
+def wait_fetched(js, seqs, timeout=10.0):
+    """Wait until the router fetched every message of seqs and acknowledged none."""
+    def once():
+        ci = js.consumer()
+        assert ci.delivered.stream_seq >= max(seqs) and ci.num_ack_pending >= len(seqs), (
+            f"batch not fetched yet: delivered {ci.delivered.stream_seq}, ack pending "
+            f"{ci.num_ack_pending}, want {len(seqs)} up to {max(seqs)}")
+        assert ci.ack_floor.stream_seq < min(seqs), f"acked before its starts returned: {ci}"
+        return ci
+    return poll(once, timeout, 0.05)
+
+
+def publish_batch(js, router, etype, n):
+    """Publish n events while the router is stopped (SIGSTOP), so that its next
+    fetch takes them as one batch; return [(event id, stream seq)]."""
+    os.kill(router, signal.SIGSTOP)
+    try:
+        # its pull request still waiting would take the first message alone
+        def no_pull_waiting():
+            ci = js.consumer()
+            assert ci.num_waiting == 0, f"a pull request still waits: {ci}"
+        poll(no_pull_waiting, 10, 0.1)
+        return [js.event(etype, n=i) for i in range(n)]
+    finally:
+        os.kill(router, signal.SIGCONT)
+
+
+def wait_crash_reset(restore, pid):
+    """Wait until the postmaster noticed that pid died by a signal and is ready again."""
+    def reset_done():
+        log = log_since(restore.log_start)
+        crashed = log.find(f'background worker "{ROUTER}" (PID {pid}) was terminated by signal 9')
+        assert crashed >= 0 and "database system is ready to accept connections" in \
+            log[crashed:], log_tail(restore.log_start)
+    poll(reset_done, timeout=30, interval=0.05)
+
+
+@pytest.mark.restarts_postgres
+def test_router_killed_with_starts_outstanding_starts_each_event_once(restore):
+    """SIGKILL while a batch's starts wait on a frozen Temporal: nothing was acked,
+    JetStream redelivers the batch to the new router, and every event ends with
+    exactly one completed run."""
+    etype = f"fault.killbatch.{token()}"
+    with connect() as c:
+        aid = define(c, etype)
+        restore.ids.append(aid)
+    js = JetStream()
+    try:
+        router_ready(js)
+        with connect() as c:
+            old = worker_pid(c, ROUTER)
+        freeze_temporal()
+        try:
+            batch = publish_batch(js, old, etype, 5)
+            wait_fetched(js, [s for _, s in batch])
+            os.kill(old, signal.SIGKILL)
+            assert wait_gone(old, 5), f"router {old} survived SIGKILL"
+        finally:
+            thaw_temporal()
+        wait_crash_reset(restore, old)
+        with connect(timeout=60) as c:
+            worker_pid(c, ROUTER, timeout=30, other_than=old)
+            ci = wait_processed(js, batch[-1][1], timeout=ACK_WAIT + 30)
+            assert ci.num_ack_pending == 0, ci
+            for e, _ in batch:
+                assert_one_completed_run(wid(aid, e))
+            wait_runs(aid, [wid(aid, e) for e, _ in batch])
+            assert dead_letters(c, [e for e, _ in batch]) == []
+    finally:
+        js.close()
+
+
+@pytest.mark.restarts_postgres
+def test_message_redelivered_after_its_workflow_completed_starts_nothing(restore):
+    """The router started the workflows, the acks never reached NATS (nats-server
+    was down, then the router was killed): the redelivered messages find the
+    workflows completed, and Temporal's reuse policy refuses a second run."""
+    etype = f"fault.redeliver.{token()}"
+    with connect() as c:
+        aid = define(c, etype)
+        restore.ids.append(aid)
+    js = JetStream()
+    try:
+        router_ready(js)
+        with connect() as c:
+            old = worker_pid(c, ROUTER)
+        freeze_temporal()
+        try:
+            batch = publish_batch(js, old, etype, 3)
+            wait_fetched(js, [s for _, s in batch])
+        finally:
+            js.close()
+            stop_nats()
+            thaw_temporal()
+        # the starts return; the acks have no server to go to
+        first_runs = {e: run_id(wait_completed(wid(aid, e))) for e, _ in batch}
+        os.kill(old, signal.SIGKILL)
+        assert wait_gone(old, 5), f"router {old} survived SIGKILL"
+        wait_crash_reset(restore, old)
+        stack("start")
+        js = JetStream()
+        with connect(timeout=60) as c:
+            worker_pid(c, ROUTER, timeout=30, other_than=old)
+            before = stats(c)
+            ci = wait_processed(js, batch[-1][1], timeout=ACK_WAIT + 30)
+            assert ci.num_ack_pending == 0, ci
+            d = delta(before, stats(c))
+            assert d["workflows_already_started"] == len(batch), d
+            assert d["workflows_started"] == 0, d
+            for e, _ in batch:
+                assert_one_completed_run(wid(aid, e), first_runs[e])
+            assert dead_letters(c, [e for e, _ in batch]) == []
+    finally:
+        js.close()
+
+
+def test_sigterm_mid_batch_acks_nothing_unstarted(restore):
+    """pg_terminate_backend while a batch's starts wait on a frozen Temporal: the
+    router exits promptly without acking them; the new router starts each once."""
+    etype = f"fault.termbatch.{token()}"
+    with connect() as c:
+        aid = define(c, etype)
+        restore.ids.append(aid)
+        js = JetStream()
+        try:
+            router_ready(js)
+            old = worker_pid(c, ROUTER)
+            freeze_temporal()
+            try:
+                batch = publish_batch(js, old, etype, 5)
+                seqs = [s for _, s in batch]
+                wait_fetched(js, seqs)
+                assert c.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone()[0] is True
+                assert wait_gone(old, 2.0), f"router {old} still running 2 s after SIGTERM"
+                # nothing of the batch acknowledged: no start of it has returned
+                ci = js.consumer()
+                assert ci.ack_floor.stream_seq < min(seqs) and ci.num_ack_pending >= len(seqs), ci
+            finally:
+                thaw_temporal()
+            assert c.execute("SELECT 1").fetchone() == (1,)
+            worker_pid(c, ROUTER, timeout=15, other_than=old)
+            ci = wait_processed(js, seqs[-1], timeout=ACK_WAIT + 30)
+            assert ci.num_ack_pending == 0, ci
+            for e, _ in batch:
+                assert_one_completed_run(wid(aid, e))
+            wait_runs(aid, [wid(aid, e) for e, _ in batch])
+            assert dead_letters(c, [e for e, _ in batch]) == []
+        finally:
+            js.close()
+    log = log_since(restore.log_start)
+    assert f'background worker "{ROUTER}" (PID {old}) exited with exit code 1' in log, \
+        log_tail(restore.log_start)
+    assert "terminated by signal" not in log, log_tail(restore.log_start)
+
+
+# ---------------------------------------------------------------- 7. refusals and dead letters
+
+# Temporal's dev server refuses a payload over 2 MiB (limit.blobSize.error)
+# with INVALID_ARGUMENT "Blob data size exceeds limit."
+REFUSED_INPUT = {"blob": "x" * (2 * 1024 * 1024 + 1024)}
+
+
+def test_start_temporal_refuses_becomes_a_dead_letter(restore):
+    etype = f"fault.refused.{token()}"
+    with connect() as c:
+        refused = str(c.execute(
+            "INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config, input) "
+            "VALUES (%s, 'event', %s, %s) RETURNING id",
+            (f"router-refused-{token()}", json.dumps({"event_type": etype, "filters": {"k": 1}}),
+             json.dumps(REFUSED_INPUT))).fetchone()[0])
+        restore.ids.append(refused)
+        ok = define(c, etype)
+        restore.ids.append(ok)
+        js = JetStream()
+        try:
+            router_ready(js)
+            before = stats(c)
+            eid, seq = js.event(etype, k=1)
+            sentinel, sentinel_seq = js.event(etype, k=2)
+            # the positive control: the event after it went through
+            wait_completed(wid(ok, sentinel))
+            ci = wait_processed(js, sentinel_seq)
+            assert ci.num_ack_pending == 0, ci
+            rows = dead_letters(c, [eid])
+            assert len(rows) == 1, rows
+            _, deliveries, reason, _, dl_seq, replayed_at = rows[0]
+            assert reason == (f"Temporal refused: start of activity {refused}: invalid argument: "
+                              "Blob data size exceeds limit."), reason
+            assert (deliveries, dl_seq, replayed_at) == (1, seq, None), rows[0]
+            assert describe_workflow(wid(refused, eid)) is None
+            # the other definition's start for the same event went through, once
+            assert_one_completed_run(wid(ok, eid))
+            d = delta(before, stats(c))
+            assert d["events_dead_lettered"] == 1 and d["events_retried"] == 0, d
+        finally:
+            js.close()
+
+
+def test_dead_letter_written_before_a_crash_is_not_written_twice(restore):
+    """The router commits a dead letter, then terms the message; a crash between
+    the two makes JetStream redeliver it.  Simulated deterministically: with the
+    router stopped (SIGSTOP), the message is published and its dead letter
+    committed as the router would have written it; then the router goes on.  It
+    must find that dead letter, write no second one, and terminate the message."""
+    etype = f"fault.dlcrash.{token()}"
+    subject = f"{PREFIX}.{etype}"
+    raw = json.dumps({"event_id": f"dl-{token()}", "type": etype, "payload": "s"}).encode()
+    with connect() as c:
+        aid = define(c, etype)
+        restore.ids.append(aid)
+        js = JetStream()
+        try:
+            router_ready(js)
+            router = worker_pid(c, ROUTER)
+            before = stats(c)
+            os.kill(router, signal.SIGSTOP)
+            try:
+                ack = js.run(js.js.publish(subject, raw, timeout=5,
+                                           headers={"Nats-Msg-Id": uuid.uuid4().hex}))
+                seq = ack.seq
+                event_id = json.loads(raw)["event_id"]
+                (dl_id,) = c.execute(
+                    "INSERT INTO ac_dead_letters (subject, stream_seq, deliveries, reason, "
+                    "event_id, event_type, raw) VALUES (%s, %s, 1, "
+                    "'payload is a string, not a JSON object', %s, %s, %s) RETURNING id",
+                    (subject, seq, event_id, etype, raw)).fetchone()
+            finally:
+                os.kill(router, signal.SIGCONT)
+            sentinel, sentinel_seq = js.event(etype)
+            wait_completed(wid(aid, sentinel))
+            ci = wait_processed(js, sentinel_seq)
+            assert ci.num_ack_pending == 0, ci
+            rows = c.execute("SELECT id FROM ac_dead_letters WHERE stream_seq = %s",
+                             (seq,)).fetchall()
+            assert rows == [(dl_id,)], f"dead letters of stream sequence {seq}: {rows}"
+            d = delta(before, stats(c))
+            assert d["events_dead_lettered"] == 0 and d["events_retried"] == 0, d
+            assert describe_workflow(wid(aid, event_id)) is None
+            assert worker_pid(c, ROUTER) == router
+        finally:
+            js.close()
+    assert (f"dead letter for stream sequence {seq} already written by an earlier delivery"
+            in log_since(restore.log_start)), log_tail(restore.log_start)
