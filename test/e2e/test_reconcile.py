@@ -138,7 +138,7 @@ def test_total_loss_recreated_by_periodic_reconcile(conn, defs):
     conn.execute("ALTER SYSTEM SET activity_core.reconcile_interval = '2s'")
     conn.execute("SELECT pg_reload_conf()")
     try:
-        subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "restart-temporal", STATE],
+        subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "reset-temporal", STATE],
                        check=True, capture_output=True, timeout=180)
         # the dev server restarts empty: every schedule is gone
         assert all(describe(f"activity-schedule-{i}") is None for i in defs)
