@@ -135,13 +135,14 @@ def test_orphan_deleted_and_foreign_schedule_survives(conn, defs):
 
 
 def test_total_loss_recreated_by_periodic_reconcile(conn, defs):
+    # the dev server restarts empty: every schedule is gone (checked before the
+    # short reconcile interval is set, so that no reconcile can race the check)
+    subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "reset-temporal", STATE],
+                   check=True, capture_output=True, timeout=180)
+    assert all(describe(f"activity-schedule-{i}") is None for i in defs)
     conn.execute("ALTER SYSTEM SET activity_core.reconcile_interval = '2s'")
     conn.execute("SELECT pg_reload_conf()")
     try:
-        subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "reset-temporal", STATE],
-                       check=True, capture_output=True, timeout=180)
-        # the dev server restarts empty: every schedule is gone
-        assert all(describe(f"activity-schedule-{i}") is None for i in defs)
         # nobody acts: the dispatcher's periodic reconcile brings them back
         assert wait_for(lambda: all(describe(f"activity-schedule-{i}") for i in defs), timeout=60, every=1)
         spec = describe(f"activity-schedule-{defs[0]}")["schedule"]["spec"]
