@@ -21,7 +21,10 @@ import pytest
 REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
 STACK = str(REPO / "test" / "stack.sh")
 TEMPORAL_URL = os.environ.get("AC_TEMPORAL_URL", "http://127.0.0.1:17243")
+# the test stack's NATS requires a user and password: AC_NATS_URL carries them,
+# AC_NATS_ADDRESS is the same server without them
 NATS_URL = os.environ.get("AC_NATS_URL", "nats://127.0.0.1:14222")
+NATS_ADDRESS = os.environ.get("AC_NATS_ADDRESS", "nats://127.0.0.1:14222")
 NATS_MONITOR = os.environ.get("AC_NATS_MONITOR", "http://127.0.0.1:18222")
 NAMESPACE = "default"
 
@@ -109,9 +112,24 @@ def schedule_id(aid):
     return f"activity-schedule-{aid}"
 
 
+class UnexpectedStatus(Exception):
+    """Temporal answered a status that means neither "there" nor "not found":
+    not an AssertionError, so poll() does not retry it and the test fails."""
+
+
+def expect_status(status, body, what, allowed=(200, 404)):
+    """Return status when it is one of allowed; raise UnexpectedStatus otherwise."""
+    if status not in allowed:
+        raise UnexpectedStatus(f"{what}: HTTP {status} {body}")
+    return status
+
+
 def describe_schedule(aid):
-    """DescribeSchedule of definition aid: (HTTP status, body)."""
-    return temporal("GET", f"/schedules/{schedule_id(aid)}")
+    """DescribeSchedule of definition aid: (HTTP status, body); only 200 or 404,
+    any other answer (a 5xx, a 400) fails the test."""
+    status, body = temporal("GET", f"/schedules/{schedule_id(aid)}")
+    expect_status(status, body, f"describe {schedule_id(aid)}")
+    return status, body
 
 
 def described(aid, check=None, timeout=15.0):

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import temporal, wait_for
+from conftest import expect_status, temporal, wait_for
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TEMPORAL = os.path.join(REPO, ".cache", "bin", "temporal")
@@ -28,7 +28,10 @@ def cli(*args):
 
 
 def describe(sid):
+    """The schedule sid as Temporal describes it; None when not found (404).
+    Any other status fails the test: a 5xx is no "absent"."""
     status, body = temporal("GET", f"/schedules/{sid}")
+    expect_status(status, body, f"describe {sid}")
     return body if status == 200 else None
 
 
