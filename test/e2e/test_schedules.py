@@ -10,20 +10,21 @@ signals to the schedule's internal workflow), so reads of a schedule after
 a change poll until the expected state shows up or a deadline passes; the
 last assertion error is then reported as is.
 """
+import base64
 import json
 import re
 import os
 import time
 import urllib.parse
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
-from conftest import (TEMPORAL_URL, describe_schedule, described, http, insert_definition,
+from conftest import (TEMPORAL_URL, connect, describe_schedule, described, http, insert_definition,
                       log_offset, log_since, payload_value, poll, schedule_gone, schedule_id, stack,
                       temporal, unique)
 
@@ -380,9 +381,14 @@ def test_rolled_back_insert_creates_nothing(conn):
                          (aid,)).fetchone()[0]
         assert n == 1
         raise psycopg.Rollback(tx)
-    # ...and after the rollback nothing is left, nothing reaches Temporal
-    wait_sync(conn)
-    time.sleep(2)
+    # ...and after the rollback nothing is left, nothing reaches Temporal: a
+    # sentinel committed afterwards is applied first (the positive control)
+    sentinel = insert_cron(conn, unique("rollback-sentinel"), "0 8 * * *")
+    try:
+        wait_sync(conn)
+        described(sentinel)
+    finally:
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (sentinel,))
     status, body = describe_schedule(aid)
     assert status == 404, body
     assert conn.execute("SELECT count(*) FROM ac_schedule_intents WHERE activity_id = %s",
@@ -409,20 +415,39 @@ def test_misfire_policy_round_trip(conn, defs):
         described(aid, check)
 
 
-def test_quick_updates_coalesce_to_the_last_state(conn, defs):
+def update_count(body):
+    """How many times the schedule was written: Temporal's conflict token is a
+    counter, 1 at creation, one more for each update."""
+    return int.from_bytes(base64.b64decode(body["conflictToken"]), "big")
+
+
+def test_quick_updates_coalesce_to_the_last_state(conn, app, defs):
+    """Ten updates committed while the dispatcher is held up reach Temporal as
+    at most two schedule updates (the one in flight and the last state), not
+    ten; the schedule ends with the last state."""
     name = unique("burst")
-    aid = insert_cron(conn, name, "0 * * * *", input={"i": -1})
+    aid = insert_cron(app, name, "0 * * * *", input={"i": -1})
     defs.append(aid)
     wait_sync(conn)
     before = assert_applied(conn, aid)["applied_revision"]
+    writes = update_count(described(aid))
 
-    for i in range(10):
-        conn.execute("UPDATE ac_activity_definitions SET input = %s, "
-                     "trigger_config = trigger_config || %s::jsonb WHERE id = %s",
-                     (json.dumps({"i": i}), json.dumps({"cron_expression": f"{i} * * * *"}), aid))
-    intent_rev = conn.execute("SELECT revision FROM ac_schedule_intents WHERE activity_id = %s",
-                              (aid,)).fetchone()[0]
-    assert intent_rev >= before + 10
+    # the dispatcher is held up by a lock on its outcome table while the ten
+    # updates commit one by one; it may send one update before it blocks
+    holder = connect()
+    try:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE ac_schedule_sync IN SHARE MODE")
+        for i in range(10):
+            app.execute("UPDATE ac_activity_definitions SET input = %s, "
+                        "trigger_config = trigger_config || %s::jsonb WHERE id = %s",
+                        (json.dumps({"i": i}), json.dumps({"cron_expression": f"{i} * * * *"}), aid))
+        intent_rev = conn.execute("SELECT revision FROM ac_schedule_intents WHERE activity_id = %s",
+                                  (aid,)).fetchone()[0]
+        assert intent_rev >= before + 10
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
     wait_sync(conn)
     st = assert_applied(conn, aid)
     assert st["desired_revision"] == intent_rev
@@ -433,7 +458,9 @@ def test_quick_updates_coalesce_to_the_last_state(conn, defs):
         start = body["schedule"]["action"]["startWorkflow"]
         assert [payload_value(a) for a in start["input"]] == [
             {"activity_id": aid, "activity_name": name, "trigger": "cron", "input": {"i": 9}}]
-    described(aid, final)
+    body = described(aid, final)
+    assert 1 <= update_count(body) - writes <= 2, \
+        f"ten row updates became {update_count(body) - writes} schedule updates"
 
 
 # ---------------------------------------------------------------- backfill
@@ -455,6 +482,11 @@ def _runs_in_span(aid, start, end):
     assert status == 200, body
     return sorted(payload_value(e["searchAttributes"]["indexedFields"]["TemporalScheduledStartTime"])
                   for e in body.get("executions", []))
+
+
+def _after_span(r):
+    later = datetime.now(timezone.utc).replace(year=2100)
+    assert _runs_in_span(r["id"], r["end"], later), f"no run of {r['id']} after {r['end']} visible yet"
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +538,10 @@ def backfill(conn):
                    for p, r in result.items()):
                 break
             time.sleep(0.5)
-        time.sleep(4)
+        # extra runs inside the span would be visible by the time a run of
+        # each schedule scheduled after the span is (the positive control)
+        for p, r in result.items():
+            poll(lambda r=r: _after_span(r), timeout=30, interval=0.5)
         for p, r in result.items():
             r["runs"] = _runs_in_span(r["id"], r["start"], r["end"])
     finally:
@@ -615,8 +650,30 @@ def test_temporal_outage_is_retried_until_applied(conn, defs):
         poll(failing, timeout=15)
         # a bounded wait reports the timeout instead of raising
         assert conn.execute("SELECT ac_wait_sync('1s')").fetchone()[0] is False
-        time.sleep(3)
-        poll(failing, timeout=1)  # still pending, still transient, nobody gave up
+
+        # retried with backoff 1, 2, 4 ... s: by the third attempt nobody gave
+        # up, and each next attempt is 2^(attempts-1) s after the last one
+        def third():
+            rows = failing()
+            for r in rows.values():
+                assert r["attempts"] >= 3, r
+            return rows
+        for r in poll(third, timeout=30).values():
+            assert r["next_attempt_at"] - r["last_attempt_at"] == \
+                timedelta(seconds=2 ** (r["attempts"] - 1)), r
+
+        # the cap: a change that failed many times already (its count of
+        # attempts set high, as hours of outage would leave it) waits 5 minutes
+        capped = insert_cron(conn, unique("outage-capped"), "0 23 * * *")
+        defs.append(capped)
+        poll(lambda: _attempted(conn, capped, 1), timeout=15)
+        conn.execute("UPDATE ac_schedule_sync SET attempts = 20, next_attempt_at = now() "
+                     "WHERE activity_id = %s", (capped,))
+        st = poll(lambda: _attempted(conn, capped, 21), timeout=15)
+        assert st["next_attempt_at"] - st["last_attempt_at"] == timedelta(seconds=300), st
+        assert st["error_kind"] == "transient" and st["pending"], st
+        # deleting it is a new change, due at once: no 5 minute wait below
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (capped,))
     finally:
         stack("start-temporal")
         stack("worker-stop")
@@ -633,6 +690,17 @@ def test_temporal_outage_is_retried_until_applied(conn, defs):
             "SCHEDULE_OVERLAP_POLICY_BUFFER_ONE", body["schedule"]["policies"]
         assert calendar(body)["hour"] == [(22, 22, 1)], calendar(body)
     described(created, compress)
+
+
+def _attempted(conn, aid, attempts):
+    st = sync_status(conn, aid)
+    assert st and st["attempts"] == attempts, st
+    return st
+
+
+def _later_than(conn, ts, seconds):
+    """The server's clock is more than seconds past ts."""
+    assert conn.execute("SELECT now() > %s + make_interval(secs => %s)", (ts, seconds)).fetchone()[0]
 
 
 def temporal_up():
@@ -694,8 +762,13 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
     poll(lambda: assert_applied(conn, good), timeout=15)
     described(good)
 
-    # the refusal is not retried while the definition stays the same
-    time.sleep(3)
+    # the refusal is not retried while the definition stays the same: once a
+    # transient retry would have been due (1 s after the attempt), a sentinel
+    # committed later is applied, and the refused one still has one attempt
+    poll(lambda: _later_than(conn, st["last_attempt_at"], 2), timeout=10)
+    sentinel = insert_cron(conn, unique("refusal-sentinel"), "0 3 * * *")
+    defs.append(sentinel)
+    poll(lambda: assert_applied(conn, sentinel), timeout=15)
     st = sync_status(conn, bad)
     assert st["attempts"] == 1 and st["error_kind"] == "permanent", st
 
