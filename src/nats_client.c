@@ -23,6 +23,7 @@
 #include <signal.h>
 
 #include "miscadmin.h"
+#include "utils/memutils.h"
 
 #include "nats_client.h"
 
@@ -79,6 +80,39 @@ ServerList(const char **list)
 	return n;
 }
 
+/* A setting's value, or "" when unset. */
+static const char *
+Setting(const char *value)
+{
+	return value ? value : "";
+}
+
+/*
+ * The settings a connection, its stream and its consumer are made from, as
+ * one palloc'd string: when a reload changes it, the connection is remade.
+ */
+static char *
+SettingsKey(void)
+{
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s",
+					Setting(ac_nats_url), Setting(ac_nats_user),
+					Setting(ac_nats_password_file), Setting(ac_nats_credentials_file),
+					Setting(ac_nats_tls_ca_file), Setting(ac_nats_tls_cert_file),
+					Setting(ac_nats_tls_key_file), Setting(ac_stream_name),
+					Setting(ac_subject_prefix), Setting(ac_consumer_name));
+}
+
+/* Did a reload change a setting connection n was made with? */
+bool
+AcNatsSettingsChanged(const AcNats *n)
+{
+	char	   *key = SettingsKey();
+	bool		changed = n->settings == NULL || strcmp(n->settings, key) != 0;
+
+	pfree(key);
+	return changed;
+}
+
 /*
  * Connect to NATS and open a JetStream context.  Returns NULL and sets
  * *error when that fails; never throws for NATS failures.
@@ -94,6 +128,7 @@ AcNatsConnect(const char *name, char **error)
 	const char *password = NULL;
 	const char *servers[MAX_SERVERS];
 	int			nservers;
+	char	   *key;
 
 	/* read before signals are blocked */
 	if (ac_nats_user && ac_nats_user[0])
@@ -160,6 +195,9 @@ AcNatsConnect(const char *name, char **error)
 		AcNatsClose(n);
 		return NULL;
 	}
+	key = SettingsKey();
+	n->settings = MemoryContextStrdup(TopMemoryContext, key);
+	pfree(key);
 	return n;
 }
 
@@ -178,9 +216,12 @@ AcNatsClose(AcNats *n)
 		natsConnection_FlushTimeout(n->nc, 500);
 		natsConnection_Destroy(n->nc);
 	}
+	if (n->settings)
+		pfree(n->settings);
 	n->sub = NULL;
 	n->js = NULL;
 	n->nc = NULL;
+	n->settings = NULL;
 }
 
 /* Release every library thread before the process exits. */

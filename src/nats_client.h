@@ -19,11 +19,14 @@ typedef struct AcNats
 	natsConnection *nc;
 	jsCtx	   *js;
 	natsSubscription *sub;
+	char	   *settings;		/* TopMemoryContext: the settings it was made
+								 * with (AcNatsSettingsChanged) */
 } AcNats;
 
 /* The NATS client (nats_client.c) */
 extern AcNats *AcNatsConnect(const char *name, char **error);
 extern void AcNatsClose(AcNats *n);
+extern bool AcNatsSettingsChanged(const AcNats *n);
 extern void AcNatsShutdown(void);
 extern bool AcNatsEnsureStream(AcNats *n, char **error);
 extern bool AcNatsEnsureConsumer(AcNats *n, char **error);

@@ -66,8 +66,15 @@ EnsureConnection(void)
 	char	   *error = NULL;
 	AcNats	   *n;
 
-	if (pub_nats)
+	if (pub_nats && !AcNatsSettingsChanged(pub_nats))
 		return NULL;
+	if (pub_nats)
+	{
+		/* a reload changed the URL, credentials or stream: connect afresh */
+		AcNatsClose(pub_nats);
+		pfree(pub_nats);
+		pub_nats = NULL;
+	}
 	if (!exit_hook)
 	{
 		before_shmem_exit(PublishExit, (Datum) 0);

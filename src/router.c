@@ -607,6 +607,14 @@ ac_router_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* another URL, credentials, stream or consumer: connect afresh */
+			if (nats && AcNatsSettingsChanged(nats))
+			{
+				elog(LOG, "activity_core router: NATS settings changed; reconnecting");
+				AcNatsClose(nats);
+				pfree(nats);
+				nats = NULL;
+			}
 		}
 		MemoryContextSwitchTo(batch_cxt);
 		PG_TRY();

@@ -1,0 +1,214 @@
+"""Settings do what docs/configuration.md and the README say: the stream,
+subject prefix and consumer names, metrics_listen (another address, empty),
+URLs logged without their credentials, an HTTP server that is not Temporal's
+API treated as transient, and a database that is not UTF8 refused."""
+import asyncio
+import json
+import os
+import re
+import socket
+import urllib.request
+import uuid
+
+import nats
+import psycopg
+import pytest
+
+from conftest import (NATS_MONITOR, NATS_URL, http, log_offset, log_since, poll, temporal, unique,
+                      wait_for)
+
+
+def alter_system(conn, **settings):
+    """ALTER SYSTEM SET (value) or RESET (None) activity_core.<name>, then reload."""
+    for name, value in settings.items():
+        if value is None:
+            conn.execute(f"ALTER SYSTEM RESET activity_core.{name}")
+        else:
+            conn.execute(f"ALTER SYSTEM SET activity_core.{name} = " + "'%s'" % value.replace("'", "''"))
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def reloaded(conn, name, value):
+    """Wait until a new session sees activity_core.<name> = value."""
+    def once():
+        with psycopg.connect(autocommit=True) as c:
+            got = c.execute(f"SHOW activity_core.{name}").fetchone()[0]
+        assert got == value, (name, got, value)
+    poll(once, 15)
+
+
+def health(c):
+    return {r[0]: (r[1], r[2], r[3]) for r in c.execute("SELECT * FROM ac_health()").fetchall()}
+
+
+async def _jsm(fn):
+    nc = await nats.connect(NATS_URL, connect_timeout=5, max_reconnect_attempts=2)
+    try:
+        return await fn(nc.jsm())
+    finally:
+        await nc.close()
+
+
+def test_stream_subject_and_consumer_names_are_settings(conn, app, ops):
+    """With stream_name, subject_prefix and consumer_name changed by a reload,
+    the router creates that stream (subjects <prefix>.>) and that durable
+    consumer, ac_publish() publishes to <prefix>.<type>, and a matching event
+    definition starts its workflow from there."""
+    tok = uuid.uuid4().hex[:8]
+    stream, prefix, consumer = f"AC_TEST_{tok.upper()}", f"actest{tok}", f"router-{tok}"
+    etype = f"names.t{tok}"
+    aid = None
+    offset = log_offset()
+    try:
+        alter_system(conn, stream_name=stream, subject_prefix=prefix, consumer_name=consumer)
+        reloaded(conn, "consumer_name", consumer)
+        # the router connects afresh with the new names (not only ac_health's text)
+        poll(lambda: _logged(offset, f"router: consuming {stream}/{consumer} from"), 30)
+
+        def consuming():
+            ok, detail, _ = health(ops)["nats_router"]
+            assert ok and detail.endswith(f"and consuming {stream}/{consumer}"), detail
+        poll(consuming, 30)
+        info = asyncio.run(_jsm(lambda jsm: jsm.stream_info(stream)))
+        assert info.config.subjects == [f"{prefix}.>"], info.config
+        cinfo = asyncio.run(_jsm(lambda jsm: jsm.consumer_info(stream, consumer)))
+        assert cinfo.config.durable_name == consumer and cinfo.config.filter_subject == f"{prefix}.>"
+
+        aid = str(app.execute(
+            "INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+            "VALUES (%s, 'event', %s) RETURNING id",
+            (unique("names"), json.dumps({"event_type": etype}))).fetchone()[0])
+        eid = unique("names-ev")
+        app.execute("SELECT ac_publish(%s, '{}', %s)", (etype, eid))
+        assert app.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        last = asyncio.run(_jsm(lambda jsm: jsm.get_last_msg(stream, f"{prefix}.{etype}")))
+        assert json.loads(last.data)["event_id"] == eid
+
+        def started():
+            status, body = temporal("GET", f"/workflows/activity-{aid}:{eid}")
+            assert status == 200, (status, body)
+        poll(started, 30)
+    finally:
+        back = log_offset()
+        alter_system(conn, stream_name=None, subject_prefix=None, consumer_name=None)
+        if aid:
+            conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+        reloaded(conn, "consumer_name", "activity-core-event-router")
+        poll(lambda: _logged(back, "router: consuming ACTIVITY_EVENTS/activity-core-event-router"), 30)
+
+        def back():
+            ok, detail, _ = health(ops)["nats_router"]
+            assert ok and detail.endswith("and consuming ACTIVITY_EVENTS/activity-core-event-router"), detail
+        poll(back, 30)
+        asyncio.run(_jsm(lambda jsm: jsm.delete_stream(stream)))
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status
+    except OSError as err:
+        return err
+
+
+def test_metrics_listen_another_address_and_empty(conn):
+    """metrics_listen binds where it says (here another loopback address) and
+    nowhere else; empty turns the endpoint off; the default setting comes back
+    on reload."""
+    url = os.environ["AC_METRICS_URL"]
+    port = int(re.search(r":(\d+)/", url).group(1))
+    assert _get(url) == 200
+    try:
+        alter_system(conn, metrics_listen=f"127.0.0.2:{port}")
+        assert wait_for(lambda: _get(f"http://127.0.0.2:{port}/metrics") == 200, 15), \
+            _get(f"http://127.0.0.2:{port}/metrics")
+        assert isinstance(_get(url), OSError), "still listening on the old address"
+
+        alter_system(conn, metrics_listen="")
+        assert wait_for(lambda: isinstance(_get(f"http://127.0.0.2:{port}/metrics"), OSError), 15)
+        assert isinstance(_get(url), OSError)
+        # nothing listens on the port at all
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        alter_system(conn, metrics_listen=None)
+    assert wait_for(lambda: _get(url) == 200, 15), _get(url)
+
+
+def test_urls_are_logged_and_shown_without_credentials(conn, ops):
+    """A NATS URL and a Temporal URL with user:password@ (the stack's real NATS
+    credentials, so that the router connects and logs the URL) appear in the
+    log and in ac_health() with ***@ in place of the credentials."""
+    user, pw = os.environ["AC_NATS_USER"], os.environ["AC_NATS_PASSWORD"]
+    nats_url = conn.execute("SHOW activity_core.nats_url").fetchone()[0]
+    temporal_url = conn.execute("SHOW activity_core.temporal_url").fetchone()[0]
+    offset = log_offset()
+    try:
+        alter_system(conn, nats_url=nats_url.replace("://", f"://{user}:{pw}@"),
+                     temporal_url=temporal_url.replace("://", f"://{user}:{pw}@"))
+        redacted_nats = nats_url.replace("://", "://***@")
+        redacted_temporal = temporal_url.replace("://", "://***@")
+
+        def shown():
+            h = health(ops)
+            assert redacted_nats in h["nats_router"][1], h["nats_router"]
+            assert h["temporal_reachable"][1] == f"{redacted_temporal} answers", h["temporal_reachable"]
+        poll(shown, 30)
+        # the router reconnects with the new URL and logs it
+        poll(lambda: _logged(offset, f"from {redacted_nats}"), 30)
+        seen = log_since(offset) + repr(health(ops))
+        assert pw not in seen and f"{user}:" not in seen
+    finally:
+        back = log_offset()
+        alter_system(conn, nats_url=None, temporal_url=None)
+    poll(lambda: _logged(back, f"from {nats_url}"), 30)
+
+
+def _logged(offset, text):
+    assert text in log_since(offset), f"not in the log yet: {text}"
+
+
+def test_a_server_that_is_not_temporals_api_is_a_transient_failure(conn, app):
+    """temporal_url pointing at an HTTP server without Temporal's routes (here
+    NATS's monitoring port: an unknown route, HTTP 404 without a gRPC status)
+    is transient: the change stays pending and is retried, and is applied once
+    the URL is right."""
+    name = unique("not-temporal")
+    alter_system(conn, temporal_url=NATS_MONITOR)
+    aid = None
+    try:
+        reloaded(conn, "temporal_url", NATS_MONITOR)
+        aid = str(app.execute(
+            "INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+            "VALUES (%s, 'cron', '{\"cron_expression\": \"0 5 * * *\"}') RETURNING id",
+            (name,)).fetchone()[0])
+
+        def retried():
+            row = conn.execute("SELECT pending, error_kind, attempts, last_error FROM ac_sync_status "
+                               "WHERE activity_id = %s", (aid,)).fetchone()
+            assert row[0] is True and row[1] == "transient" and row[2] >= 2, row
+            assert row[3].startswith("unavailable: HTTP 404"), row
+        poll(retried, 20)
+    finally:
+        alter_system(conn, temporal_url=None)
+    assert app.execute("SELECT ac_wait_sync('60s')").fetchone()[0] is True
+    status, body = temporal("GET", f"/schedules/activity-schedule-{aid}")
+    assert status == 200, body
+    conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+    conn.execute("SELECT ac_wait_sync('30s')")
+
+
+def test_a_database_that_is_not_utf8_is_refused(conn):
+    """CREATE EXTENSION in a LATIN1 database fails and says why."""
+    db = f"ac_latin1_{uuid.uuid4().hex[:6]}"
+    conn.execute(f"CREATE DATABASE {db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        with psycopg.connect(dbname=db, autocommit=True) as c:
+            with pytest.raises(psycopg.Error) as err:
+                c.execute("CREATE EXTENSION activity_core")
+            assert str(err.value).startswith("activity_core needs a UTF8 database, not LATIN1"), err.value
+            assert c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'activity_core'"
+                             ).fetchone()[0] == 0
+    finally:
+        conn.execute(f"DROP DATABASE {db}")
