@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from conftest import (TEMPORAL_URL, connect, describe_schedule, described, http, insert_definition,
+from conftest import (TEMPORAL_URL, connect, describe_schedule, ensure_grants, described, http, insert_definition,
                       log_offset, log_since, payload_value, poll, schedule_gone, schedule_id, stack,
                       temporal, unique)
 
@@ -490,10 +490,12 @@ def _after_span(r):
 
 
 @pytest.fixture(scope="module")
-def backfill(conn, app):
+def backfill(conn, role_names, role_conns):
     """Pause three */2 s definitions (skip, catchup capped at 3, compress)
     for about 12 s, re-enable them, and collect the runs whose scheduled
     time lies inside the paused span."""
+    ensure_grants(conn, role_names)
+    app = role_conns["app"]
     ids = {}
     result = {}
     stack("worker-start")
