@@ -6,16 +6,21 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import nats
 import psycopg
 import pytest
 
-from conftest import (NATS_MONITOR, NATS_URL, http, log_offset, log_since, poll, temporal, unique,
-                      wait_for)
+from conftest import (NATS_MONITOR, NATS_URL, REPO, http, log_offset, log_since, poll, temporal,
+                      unique, wait_for)
+
+TEMPORAL_CLI = str(REPO / ".cache" / "bin" / "temporal")
 
 
 def alter_system(conn, **settings):
@@ -212,3 +217,81 @@ def test_a_database_that_is_not_utf8_is_refused(conn):
                              ).fetchone()[0] == 0
     finally:
         conn.execute(f"DROP DATABASE {db}")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rate_limited_temporal(tmp_path):
+    """A second, real Temporal dev server whose frontend allows 2 requests a
+    second per namespace: more are answered 429 (RESOURCE_EXHAUSTED)."""
+    grpc, web = _free_port(), _free_port()
+    log = open(tmp_path / "temporal.log", "w")
+    proc = subprocess.Popen(
+        [TEMPORAL_CLI, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(grpc),
+         "--http-port", str(web), "--headless", "--log-level", "warn",
+         "--search-attribute", "activity_id=Keyword",
+         "--dynamic-config-value", "frontend.namespaceRPS=2",
+         "--dynamic-config-value", "frontend.namespaceBurstRatio=1"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{web}"
+    try:
+        assert wait_for(lambda: _up(url), 90, 0.5), (tmp_path / "temporal.log").read_text()[-2000:]
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+
+
+def _up(url):
+    try:
+        status, _ = http("GET", f"{url}/system-info", timeout=2)
+        return status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(240)
+def test_429_from_a_rate_limited_temporal_is_transient(conn, app, rate_limited_temporal):
+    """Temporal answering 429 (its namespace rate limit) is a transient
+    failure: the changes it refused stay pending with the reason, are retried
+    with backoff, and are all applied in the end."""
+    tag = unique("rate-limited")
+    alter_system(conn, temporal_url=rate_limited_temporal)
+    try:
+        reloaded(conn, "temporal_url", rate_limited_temporal)
+        app.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+                    "SELECT %s || '-' || i, 'cron', '{\"cron_expression\": \"0 6 * * *\"}' "
+                    "FROM generate_series(1, 8) i", (tag,))
+
+        def limited():
+            rows = conn.execute("SELECT error_kind, last_error FROM ac_sync_status "
+                                "WHERE name LIKE %s AND last_error IS NOT NULL", (tag + "-%",)).fetchall()
+            assert rows, "no change refused yet"
+            return rows
+        rows = poll(limited, 30)
+        assert all(kind == "transient" for kind, _ in rows), rows
+        assert any(err == "unavailable: namespace rate limit exceeded" for _, err in rows), rows
+        # what the server answers such a request: HTTP 429, gRPC RESOURCE_EXHAUSTED
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: http(
+                "GET", f"{rate_limited_temporal}/namespaces/default/schedules/probe-{i}"), range(8)))
+        assert (429, 8) in {(st, (b or {}).get("code")) for st, b in answers}, answers
+        assert app.execute("SELECT ac_wait_sync('120s')").fetchone()[0] is True
+        assert conn.execute("SELECT count(*) FROM ac_sync_status WHERE name LIKE %s AND NOT pending "
+                            "AND applied_revision = desired_revision", (tag + "-%",)).fetchone()[0] == 8
+        status, body = http("GET", f"{rate_limited_temporal}/namespaces/default/schedules")
+        assert status == 200, body
+    finally:
+        app.execute("DELETE FROM ac_activity_definitions WHERE name LIKE %s", (tag + "-%",))
+        alter_system(conn, temporal_url=None)
+    assert app.execute("SELECT ac_wait_sync('60s')").fetchone()[0] is True
