@@ -36,7 +36,7 @@ else
   PGBIN=/usr/lib/postgresql/15/bin
 fi
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server
-  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv unzip)
+  libjansson-dev libcurl4-openssl-dev pkg-config curl python3-venv unzip openssl)
 BLOCK_BEGIN='# >>> activity_core local stack (written by test/stack.sh start; do not edit)'
 BLOCK_END='# <<< activity_core local stack'
 

@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nats
 import psycopg
@@ -295,3 +298,94 @@ def test_429_from_a_rate_limited_temporal_is_transient(conn, app, rate_limited_t
         app.execute("DELETE FROM ac_activity_definitions WHERE name LIKE %s", (tag + "-%",))
         alter_system(conn, temporal_url=None)
     assert app.execute("SELECT ac_wait_sync('60s')").fetchone()[0] is True
+
+
+def _openssl(*args, cwd):
+    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def tls_nats():
+    """A second nats-server with JetStream that speaks TLS only and requires
+    a client certificate (mutual TLS); a CA, a server and a client certificate
+    made with openssl, readable by the server's account."""
+    d = Path(tempfile.mkdtemp(prefix="ac-nats-tls-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ac test CA",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=ac test {name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+    for f in d.iterdir():
+        os.chmod(f, 0o644 if f.suffix == ".pem" else 0o600)
+    if os.geteuid() == 0:
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        for f in ("client.key", "client.pem", "ca.pem"):
+            os.chown(d / f, pw.pw_uid, pw.pw_gid)
+    port, mon = _free_port(), _free_port()
+    (d / "nats.conf").write_text(
+        f'listen: "127.0.0.1:{port}"\nhttp: "127.0.0.1:{mon}"\njetstream {{ store_dir: "{d}/store" }}\n'
+        f'tls {{ cert_file: "{d}/server.pem", key_file: "{d}/server.key", ca_file: "{d}/ca.pem", '
+        'verify: true, timeout: 2 }\n')
+    proc = subprocess.Popen(["nats-server", "-c", str(d / "nats.conf"), "-l", str(d / "nats.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: _get(f"http://127.0.0.1:{mon}/healthz") == 200, 30), \
+            (d / "nats.log").read_text()[-2000:]
+        yield {"url": f"tls://127.0.0.1:{port}", "monitor": f"http://127.0.0.1:{mon}",
+               "ca": str(d / "ca.pem"), "cert": str(d / "client.pem"), "key": str(d / "client.key"),
+               "log": str(d / "nats.log")}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _has(path, text):
+    assert text in Path(path).read_text(errors="replace"), f"not in {path} yet: {text}"
+
+
+def _router_state(conn, want):
+    state, error = conn.execute("SELECT state, error FROM ac_router_status()").fetchone()
+    assert state == want, (state, error)
+    return error
+
+
+def test_nats_tls_settings(conn, app, tls_nats):
+    """nats_tls_ca_file, nats_tls_cert_file and nats_tls_key_file: against a
+    server that speaks TLS only and wants a client certificate, the router
+    consumes and the dispatcher publishes; without the client certificate the
+    server refuses them and ac_router_status says why."""
+    etype = f"tls.t{uuid.uuid4().hex[:8]}"
+    offset = log_offset()
+    try:
+        alter_system(conn, nats_url=tls_nats["url"], nats_tls_ca_file=tls_nats["ca"],
+                     nats_tls_cert_file=tls_nats["cert"], nats_tls_key_file=tls_nats["key"])
+        poll(lambda: _logged(offset, f"router: consuming ACTIVITY_EVENTS/activity-core-event-router "
+                                     f"from {tls_nats['url']}"), 30)
+        poll(lambda: _router_state(conn, "connected"), 15)
+        app.execute("SELECT ac_publish(%s, '{}', %s)", (etype, unique("tls")))
+        assert app.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        status, jsz = http("GET", f"{tls_nats['monitor']}/jsz?streams=true")
+        assert status == 200 and jsz["messages"] >= 1, jsz
+
+        # no client certificate: the server refuses the handshake
+        alter_system(conn, nats_tls_cert_file=None, nats_tls_key_file=None)
+        error = poll(lambda: _router_state(conn, "failing"), 30)
+        assert error, error
+        poll(lambda: _has(tls_nats["log"], "client didn't provide a certificate"), 15)
+    finally:
+        back = log_offset()
+        alter_system(conn, nats_url=None, nats_tls_ca_file=None, nats_tls_cert_file=None,
+                     nats_tls_key_file=None)
+        poll(lambda: _logged(back, "router: consuming ACTIVITY_EVENTS/activity-core-event-router from nats://"), 30)
