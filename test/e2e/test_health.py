@@ -314,6 +314,7 @@ def test_health_says_when_nats_is_down_without_showing_credentials(conn):
             assert ok is False, detail
             assert "the router cannot use NATS at nats://127.0.0.1:" in detail, detail
             assert not re.search(r"\w+\.c:\d+", detail), f"a source location in the detail: {detail}"
+            assert os.environ["AC_NATS_PASSWORD"] not in detail, "the NATS password is in the detail"
             assert hint and "nats-server" in hint, hint
             return detail
         poll(failing, 30)
