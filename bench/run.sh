@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Run the benchmarks on a stack of their own (.local/bench, ports apart from
 # the test and demo stacks) and print their figures.
-#   bash bench/run.sh [schedules]
+#   bash bench/run.sh [schedules] [reconcile] [events]   (default: schedules)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$REPO/.local/bench
+# every name given runs, in order; an unknown one stops before the stack starts
+for b in "${@:-schedules}"; do
+	[ -f "$REPO/bench/$b.py" ] || { echo "bench/run.sh: no benchmark $b (bench/$b.py)" >&2; exit 2; }
+done
 export AC_PG_PORT=5497 AC_TEMPORAL_PORT=27333 AC_TEMPORAL_HTTP_PORT=27343 \
 	AC_TEMPORAL_UI_PORT=28333 AC_NATS_PORT=24222 AC_NATS_MON_PORT=28222 AC_METRICS_PORT=29090
 
@@ -20,7 +24,7 @@ source "$STATE/stack.env"
 # benchmark-only functions, not part of the extension's install
 bash "$REPO/test/stack.sh" psql "$STATE" -X -q -v ON_ERROR_STOP=1 <"$REPO/bench/setup.sql"
 echo "activity_core benchmarks on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-for b in ${1:-schedules}; do
+for b in "${@:-schedules}"; do
 	echo "== $b"
 	"$REPO/.cache/venv/bin/python" "$REPO/bench/$b.py"
 done

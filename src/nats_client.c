@@ -22,9 +22,8 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include "common/hashfn.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/memutils.h"
 
 #include "nats_client.h"
 
@@ -65,39 +64,6 @@ AcNatsError(natsStatus s)
 #define MAX_SERVERS 32
 
 /*
- * A hash of every setting a connection is made from (servers, credentials,
- * TLS files), so that a reload changing one of them makes the workers
- * connect again.
- */
-static uint32
-AcNatsSettings(void)
-{
-	StringInfoData buf;
-	const char *const parts[] = {ac_nats_url, ac_nats_user, ac_nats_password_file,
-		ac_nats_credentials_file, ac_nats_tls_ca_file, ac_nats_tls_cert_file,
-	ac_nats_tls_key_file};
-	uint32		h;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < (int) lengthof(parts); i++)
-	{
-		appendStringInfoString(&buf, parts[i] ? parts[i] : "");
-		appendStringInfoChar(&buf, '\n');
-	}
-	h = hash_bytes((const unsigned char *) buf.data, buf.len);
-	explicit_bzero(buf.data, buf.len);
-	pfree(buf.data);
-	return h;
-}
-
-/* Was the connection made from settings that a reload has changed since? */
-bool
-AcNatsSettingsChanged(AcNats *n)
-{
-	return n != NULL && n->settings != AcNatsSettings();
-}
-
-/*
  * Split activity_core.nats_url into a server list (palloc'd, so done
  * before signals are blocked); returns how many.
  */
@@ -112,6 +78,39 @@ ServerList(const char **list)
 	for (tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS; tok = strtok_r(NULL, ", ", &save))
 		list[n++] = tok;
 	return n;
+}
+
+/* A setting's value, or "" when unset. */
+static const char *
+Setting(const char *value)
+{
+	return value ? value : "";
+}
+
+/*
+ * The settings a connection, its stream and its consumer are made from, as
+ * one palloc'd string: when a reload changes it, the connection is remade.
+ */
+static char *
+SettingsKey(void)
+{
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s",
+					Setting(ac_nats_url), Setting(ac_nats_user),
+					Setting(ac_nats_password_file), Setting(ac_nats_credentials_file),
+					Setting(ac_nats_tls_ca_file), Setting(ac_nats_tls_cert_file),
+					Setting(ac_nats_tls_key_file), Setting(ac_stream_name),
+					Setting(ac_subject_prefix), Setting(ac_consumer_name));
+}
+
+/* Did a reload change a setting connection n was made with? */
+bool
+AcNatsSettingsChanged(const AcNats *n)
+{
+	char	   *key = SettingsKey();
+	bool		changed = n->settings == NULL || strcmp(n->settings, key) != 0;
+
+	pfree(key);
+	return changed;
 }
 
 /*
@@ -129,6 +128,7 @@ AcNatsConnect(const char *name, char **error)
 	const char *password = NULL;
 	const char *servers[MAX_SERVERS];
 	int			nservers;
+	char	   *key;
 
 	/* read before signals are blocked */
 	if (ac_nats_user && ac_nats_user[0])
@@ -141,7 +141,6 @@ AcNatsConnect(const char *name, char **error)
 		}
 	}
 	nservers = ServerList(servers);
-	n->settings = AcNatsSettings();
 
 	/* from here to RestoreSignals only nats.c is called: no palloc, no elog */
 	BlockSignals(&old);
@@ -207,6 +206,9 @@ AcNatsConnect(const char *name, char **error)
 		AcNatsClose(n);
 		return NULL;
 	}
+	key = SettingsKey();
+	n->settings = MemoryContextStrdup(TopMemoryContext, key);
+	pfree(key);
 	return n;
 }
 
@@ -225,9 +227,12 @@ AcNatsClose(AcNats *n)
 		natsConnection_FlushTimeout(n->nc, 500);
 		natsConnection_Destroy(n->nc);
 	}
+	if (n->settings)
+		pfree(n->settings);
 	n->sub = NULL;
 	n->js = NULL;
 	n->nc = NULL;
+	n->settings = NULL;
 }
 
 /* Release every library thread before the process exits. */

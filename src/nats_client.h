@@ -19,12 +19,14 @@ typedef struct AcNats
 	natsConnection *nc;
 	jsCtx	   *js;
 	natsSubscription *sub;
-	uint32		settings;		/* AcNatsSettings() when it connected */
+	char	   *settings;		/* TopMemoryContext: the settings it was made
+								 * with (AcNatsSettingsChanged) */
 } AcNats;
 
 /* The NATS client (nats_client.c) */
 extern AcNats *AcNatsConnect(const char *name, char **error);
 extern void AcNatsClose(AcNats *n);
+extern bool AcNatsSettingsChanged(const AcNats *n);
 extern void AcNatsShutdown(void);
 extern bool AcNatsEnsureStream(AcNats *n, char **error);
 extern bool AcNatsEnsureConsumer(AcNats *n, char **error);
@@ -34,6 +36,5 @@ extern char *AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 						   bool *permanent);
 extern int64 AcNatsMessageSize(const char *msg_id, int len);
 extern char *AcNatsError(natsStatus s);
-extern bool AcNatsSettingsChanged(AcNats *n);
 
 #endif							/* AC_NATS_CLIENT_H */

@@ -84,7 +84,7 @@ EnsureConnection(void)
 	char	   *error = NULL;
 	AcNats	   *n;
 
-	/* new servers, credentials or TLS files since it connected: connect again */
+	/* new servers, credentials, TLS files or stream since it connected */
 	AcPublisherReloaded();
 	if (pub_nats)
 		return NULL;

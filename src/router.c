@@ -634,8 +634,8 @@ ac_router_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			/* new servers, credentials or TLS files: connect with them now */
-			if (AcNatsSettingsChanged(nats))
+			/* another URL, credentials, TLS files, stream or consumer */
+			if (nats && AcNatsSettingsChanged(nats))
 			{
 				elog(LOG, "activity_core router: the NATS settings changed; connecting again");
 				AcNatsClose(nats);

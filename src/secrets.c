@@ -48,6 +48,7 @@ static emit_log_hook_type prev_emit_log_hook = NULL;
 static const char *const secret_settings[] = {
 	"activity_core.temporal_api_key",
 	"activity_core.nats_url",
+	"activity_core.temporal_url",	/* may carry user:password@ too */
 };
 
 /* Forget a cached secret, wiping it first. */

@@ -16,7 +16,11 @@
 #
 # demo: PG 5499, Temporal 7233/7243 (UI 8233, SQLite file), NATS 4222/8222, db "activity".
 # test: PG 5498, Temporal 17233/17243 (headless, SQLite file), NATS 14222/18222,
-#       db "contrib_regression", fsync=off.
+#       db "contrib_regression", fsync=off.  Test mode turns authentication on: a
+#       random Temporal API key (activity_core.temporal_api_key_file) and a NATS
+#       user and password (nats-server authorization block; activity_core.nats_user
+#       and activity_core.nats_password_file), kept in STATE/pg/secrets and
+#       exported by stack.env (AC_NATS_URL then carries the credentials).
 # Overrides: AC_PG_PORT AC_TEMPORAL_PORT AC_TEMPORAL_HTTP_PORT AC_TEMPORAL_UI_PORT
 #   AC_NATS_PORT AC_NATS_MON_PORT AC_DB AC_PRELOAD (shared_preload_libraries,
 #   default activity_core) AC_TEMPORAL_EXTRA_ARGS AC_TASK_QUEUE.
@@ -139,6 +143,7 @@ compute_config() {
   PRELOAD=${AC_PRELOAD-activity_core}
   TEMPORAL_EXTRA=${AC_TEMPORAL_EXTRA_ARGS:-}
   PG_BASE=$(pick_pg_base)
+  load_secrets
 }
 
 # Load the config saved by the last start.
@@ -146,6 +151,7 @@ load_config() {
   [ -f "$STATE/stack.conf" ] || die "$STATE has no stack.conf; run: test/stack.sh start $STATE"
   # shellcheck disable=SC1091
   . "$STATE/stack.conf"
+  load_secrets
 }
 
 save_config() {
@@ -198,7 +204,18 @@ write_env() {
     printf 'export AC_TEMPORAL_ADDRESS=%q\n' "127.0.0.1:$T_GRPC"
     printf 'export TEMPORAL_ADDRESS=%q\n' "127.0.0.1:$T_GRPC"
     if [ "$MODE" = demo ]; then printf 'export AC_TEMPORAL_UI=%q\n' "http://127.0.0.1:$T_UI"; fi
-    printf 'export AC_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
+    if [ -n "$NATS_USER" ]; then
+      printf 'export AC_NATS_URL=%q\n' "nats://$NATS_USER:$NATS_PASSWORD@127.0.0.1:$NATS_PORT"
+      printf 'export AC_NATS_ADDRESS=%q\n' "nats://127.0.0.1:$NATS_PORT"
+      printf 'export AC_NATS_USER=%q\n' "$NATS_USER"
+      printf 'export AC_NATS_PASSWORD=%q\n' "$NATS_PASSWORD"
+      printf 'export AC_NATS_PASSWORD_FILE=%q\n' "$SECRETS/nats_password"
+      printf 'export AC_TEMPORAL_API_KEY=%q\n' "$API_KEY"
+      printf 'export AC_TEMPORAL_API_KEY_FILE=%q\n' "$SECRETS/temporal_api_key"
+    else
+      printf 'export AC_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
+      printf 'export AC_NATS_ADDRESS=%q\n' "nats://127.0.0.1:$NATS_PORT"
+    fi
     printf 'export AC_NATS_MONITOR=%q\n' "http://127.0.0.1:$NATS_MON"
     printf 'export AC_REPO=%q\n' "$REPO"
     # shellcheck disable=SC2016
@@ -253,10 +270,38 @@ wait_for() {
   return 1
 }
 
+# ---------------------------------------------------------------- secrets (test mode)
+# The stack's credentials: made once per state (random), kept in files that
+# only the server's account reads.  Sets SECRETS, NATS_USER, NATS_PASSWORD, API_KEY.
+secret_file() {
+  local f=$1
+  if [ ! -s "$f" ]; then
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$f" && echo >>"$f")
+  fi
+  chmod 600 "$f"
+  if is_root; then chown postgres:postgres "$f"; fi
+  head -n1 "$f"
+}
+load_secrets() {
+  SECRETS=$PG_BASE/secrets NATS_USER= NATS_PASSWORD= API_KEY=
+  [ "$MODE" = test ] || return 0
+  mkdir -p "$SECRETS"
+  chmod 700 "$SECRETS"
+  if is_root; then chown postgres:postgres "$SECRETS"; fi
+  NATS_USER=ac_test
+  NATS_PASSWORD=$(secret_file "$SECRETS/nats_password")
+  API_KEY=$(secret_file "$SECRETS/temporal_api_key")
+}
+
 # ---------------------------------------------------------------- NATS
 nats_args() {
   NATS_ARGS=(-js -sd "$STATE/nats/store" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON"
     -l "$STATE/nats/nats.log" -P "$STATE/nats/nats.pid")
+  if [ -n "$NATS_USER" ]; then
+    (umask 077 && printf 'authorization {\n  user: "%s"\n  password: "%s"\n}\n' \
+      "$NATS_USER" "$NATS_PASSWORD" >"$STATE/nats/auth.conf")
+    NATS_ARGS+=(-c "$STATE/nats/auth.conf")
+  fi
 }
 nats_healthy() {
   [ "$(http_code "http://127.0.0.1:$NATS_MON/healthz")" = 200 ] &&
@@ -360,6 +405,11 @@ pg_block() {
   echo "activity_core.temporal_url = 'http://127.0.0.1:$T_HTTP'"
   echo "activity_core.nats_url = 'nats://127.0.0.1:$NATS_PORT'"
   echo "activity_core.metrics_listen = '127.0.0.1:$METRICS'"
+  if [ -n "$NATS_USER" ]; then
+    echo "activity_core.nats_user = '$NATS_USER'"
+    echo "activity_core.nats_password_file = '$SECRETS/nats_password'"
+    echo "activity_core.temporal_api_key_file = '$SECRETS/temporal_api_key'"
+  fi
   echo "max_worker_processes = 16"
   echo "max_prepared_transactions = 10"
   echo "log_min_messages = info"

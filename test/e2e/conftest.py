@@ -21,7 +21,10 @@ import pytest
 REPO = Path(os.environ.get("AC_REPO") or Path(__file__).resolve().parents[2])
 STACK = str(REPO / "test" / "stack.sh")
 TEMPORAL_URL = os.environ.get("AC_TEMPORAL_URL", "http://127.0.0.1:17243")
+# the test stack's NATS requires a user and password: AC_NATS_URL carries them,
+# AC_NATS_ADDRESS is the same server without them
 NATS_URL = os.environ.get("AC_NATS_URL", "nats://127.0.0.1:14222")
+NATS_ADDRESS = os.environ.get("AC_NATS_ADDRESS", "nats://127.0.0.1:14222")
 NATS_MONITOR = os.environ.get("AC_NATS_MONITOR", "http://127.0.0.1:18222")
 NAMESPACE = "default"
 
@@ -109,9 +112,24 @@ def schedule_id(aid):
     return f"activity-schedule-{aid}"
 
 
+class UnexpectedStatus(Exception):
+    """Temporal answered a status that means neither "there" nor "not found":
+    not an AssertionError, so poll() does not retry it and the test fails."""
+
+
+def expect_status(status, body, what, allowed=(200, 404)):
+    """Return status when it is one of allowed; raise UnexpectedStatus otherwise."""
+    if status not in allowed:
+        raise UnexpectedStatus(f"{what}: HTTP {status} {body}")
+    return status
+
+
 def describe_schedule(aid):
-    """DescribeSchedule of definition aid: (HTTP status, body)."""
-    return temporal("GET", f"/schedules/{schedule_id(aid)}")
+    """DescribeSchedule of definition aid: (HTTP status, body); only 200 or 404,
+    any other answer (a 5xx, a 400) fails the test."""
+    status, body = temporal("GET", f"/schedules/{schedule_id(aid)}")
+    expect_status(status, body, f"describe {schedule_id(aid)}")
+    return status, body
 
 
 def described(aid, check=None, timeout=15.0):
@@ -323,14 +341,28 @@ def create_roles(c, suffix):
     """Create LOGIN roles app, ops and viewer (named ac_<role>_<suffix>), each
     granted exactly what docs/security.md says, by running its blocks literally."""
     names = {r: f"ac_{r}_{suffix}" for r in ("app", "ops", "viewer")}
+    for name in names.values():
+        c.execute(f"CREATE ROLE {name} LOGIN")
+    grant_roles(c, names)
+    return names
+
+
+def grant_roles(c, names):
+    """Run the grant block of docs/security.md for each role of names."""
     blocks = grant_blocks()
     assert set(blocks) == set(names), f"docs/security.md grant blocks: {sorted(blocks)}"
     for role, name in names.items():
-        c.execute(f"CREATE ROLE {name} LOGIN")
         sql = re.sub(rf"\bTO {role};", f"TO {name};", blocks[role])
         assert name in sql, sql
         c.execute(sql)
-    return names
+
+
+def ensure_grants(c, names):
+    """Grant the roles again when the extension was dropped and created anew
+    since (a suite moves it to another schema): its new objects carry no grants."""
+    if not c.execute("SELECT has_function_privilege(%s, 'ac_health()', 'EXECUTE')",
+                     (names["viewer"],)).fetchone()[0]:
+        grant_roles(c, names)
 
 
 def drop_roles(c, names):
@@ -373,24 +405,35 @@ def role_names(conn):
 
 
 @pytest.fixture(scope="session")
-def app(role_names):
+def role_conns(role_names):
+    """One connection per role of role_names, for the whole session."""
+    conns = {r: connect_as(name) for r, name in role_names.items()}
+    yield conns
+    for c in conns.values():
+        c.close()
+
+
+def _granted(conn, role_names, role_conns, role):
+    ensure_grants(conn, role_names)
+    return role_conns[role]
+
+
+@pytest.fixture
+def app(conn, role_names, role_conns):
     """A connection as the application role: writes definitions, ac_trigger, ac_publish."""
-    with connect_as(role_names["app"]) as c:
-        yield c
+    return _granted(conn, role_names, role_conns, "app")
 
 
-@pytest.fixture(scope="session")
-def ops(role_names):
+@pytest.fixture
+def ops(conn, role_names, role_conns):
     """A connection as the operator role: ac_sync_schedules, ac_health, dead letters."""
-    with connect_as(role_names["ops"]) as c:
-        yield c
+    return _granted(conn, role_names, role_conns, "ops")
 
 
-@pytest.fixture(scope="session")
-def viewer(role_names):
+@pytest.fixture
+def viewer(conn, role_names, role_conns):
     """A connection as the read-only role: ac_health, ac_sync_status, ac_stats."""
-    with connect_as(role_names["viewer"]) as c:
-        yield c
+    return _granted(conn, role_names, role_conns, "viewer")
 
 
 def pytest_configure(config):
@@ -499,11 +542,3 @@ def assert_one_completed_run(workflow_id, first_run=None, timeout=15.0):
                                            f"{rid} completed")
     poll(listed, timeout, 0.3)
     return rid
-
-
-def regrant_roles(c, names):
-    """Grant the session's roles again what docs/security.md says (after the
-    extension was dropped and created again, its new objects have no grants)."""
-    blocks = grant_blocks()
-    for role, name in names.items():
-        c.execute(re.sub(rf"\bTO {role};", f"TO {name};", blocks[role]))

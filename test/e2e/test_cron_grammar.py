@@ -170,12 +170,25 @@ def test_validator_agrees_with_temporal(conn):
     assert 50 < accepted < len(exprs) - 50, accepted
 
 
-@pytest.mark.parametrize("expr", ["0 0 * * 7", "@every 1d/2h", "CRON_TZ=Europe/Berlin 0 0 * * *"])
-def test_valid_expression_is_stored(conn, expr):
+@pytest.mark.parametrize("expr,stored", [
+    ("0 0 * * 7", {"cron_expression": "0 0 * * 7", "timezone": "UTC", "misfire_policy": "skip"}),
+    ("@every 1d/2h", {"cron_expression": "@every 1d/2h", "timezone": "UTC", "misfire_policy": "skip"}),
+    ("CRON_TZ=Europe/Berlin 0 0 * * *",
+     {"cron_expression": "0 0 * * *", "timezone": "Europe/Berlin", "misfire_policy": "skip"}),
+])
+def test_valid_expression_is_stored(conn, app, expr, stored):
+    """A valid expression written by the application is stored normalised
+    (the CRON_TZ= prefix moved to timezone, the defaults filled in), exactly."""
     name = "cron-store-" + uuid.uuid4().hex
-    conn.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
-                 "VALUES (%s, 'cron', jsonb_build_object('cron_expression', %s::text))", (name, expr))
-    conn.execute("DELETE FROM ac_activity_definitions WHERE name = %s", (name,))
+    row = app.execute("INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config) "
+                      "VALUES (%s, 'cron', jsonb_build_object('cron_expression', %s::text)) "
+                      "RETURNING trigger_config", (name, expr)).fetchone()[0]
+    try:
+        assert row == stored, row
+        assert conn.execute("SELECT trigger_config FROM ac_activity_definitions WHERE name = %s",
+                            (name,)).fetchone()[0] == stored
+    finally:
+        app.execute("DELETE FROM ac_activity_definitions WHERE name = %s", (name,))
 
 
 @pytest.mark.parametrize("expr", [

@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import log_offset, log_since, poll, regrant_roles, token, wid
+from conftest import log_offset, log_since, poll, grant_roles, token, wid
 from test_events import (Definitions, assert_no_workflow, describe_wf, envelope,
                          js, publish_env, wait_processed, wait_workflow)  # noqa: F401 (js: fixture)
 
@@ -175,4 +175,4 @@ def test_router_follows_the_extension_into_another_schema(conn, js, role_names):
             c.execute("DROP EXTENSION IF EXISTS activity_core CASCADE")
             c.execute(f"DROP SCHEMA IF EXISTS {other} CASCADE")
             c.execute("CREATE EXTENSION activity_core SCHEMA public")
-            regrant_roles(c, role_names)
+            grant_roles(c, role_names)

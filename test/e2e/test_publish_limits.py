@@ -9,24 +9,24 @@ import pytest
 from conftest import poll, unique
 
 
-def test_publish_over_the_servers_max_payload_is_refused_at_the_call(conn):
+def test_publish_over_the_servers_max_payload_is_refused_at_the_call(conn, app):
     conn.execute("ALTER SYSTEM SET activity_core.max_event_size = '8MB'")
     conn.execute("SELECT pg_reload_conf()")
     try:
         # once the dispatcher has published, the server's max_payload is known
-        conn.execute("SELECT ac_publish('limits.probe', '{}', %s)", (unique("probe"),))
-        assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        app.execute("SELECT ac_publish('limits.probe', '{}', %s)", (unique("probe"),))
+        assert app.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
 
         def refused():
             with pytest.raises(psycopg.errors.ProgramLimitExceeded) as err:
-                conn.execute("SELECT ac_publish('limits.big', jsonb_build_object('blob', repeat('x', 1100000)))")
+                app.execute("SELECT ac_publish('limits.big', jsonb_build_object('blob', repeat('x', 1100000)))")
             return str(err.value)
-        msg = poll(lambda: _assert_reload(conn) or refused(), 15)
+        msg = poll(lambda: _assert_reload(app) or refused(), 15)
         assert "over the NATS server's max_payload of 1048576 bytes" in msg, msg
         # a payload under it still goes through
-        conn.execute("SELECT ac_publish('limits.big', jsonb_build_object('blob', repeat('x', 900000)), %s)",
-                     (unique("under"),))
-        assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
+        app.execute("SELECT ac_publish('limits.big', jsonb_build_object('blob', repeat('x', 900000)), %s)",
+                    (unique("under"),))
+        assert app.execute("SELECT ac_wait_sync('30s')").fetchone()[0] is True
         assert conn.execute("SELECT count(*) FROM ac_outbox WHERE subject = 'activity.limits.big'"
                             ).fetchone()[0] == 0
     finally:

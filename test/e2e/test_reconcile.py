@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import temporal, wait_for
+from conftest import expect_status, temporal, wait_for
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TEMPORAL = os.path.join(REPO, ".cache", "bin", "temporal")
@@ -28,15 +28,18 @@ def cli(*args):
 
 
 def describe(sid):
+    """The schedule sid as Temporal describes it; None when not found (404).
+    Any other status fails the test: a 5xx is no "absent"."""
     status, body = temporal("GET", f"/schedules/{sid}")
+    expect_status(status, body, f"describe {sid}")
     return body if status == 200 else None
 
 
 @pytest.fixture
-def defs(conn):
-    """Three cron definitions, applied; removed afterwards."""
+def defs(conn, app):
+    """Three cron definitions written by the application role, applied; removed afterwards."""
     tag = uuid.uuid4().hex[:8]
-    rows = conn.execute(
+    rows = app.execute(
         "INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config, input) VALUES "
         "(%s, 'cron', '{\"cron_expression\": \"*/5 9-17 * * mon-fri\", \"timezone\": \"Europe/Berlin\"}', '{\"k\": 1}'),"
         "(%s, 'cron', '{\"cron_expression\": \"@every 90m\", \"misfire_policy\": \"catchup\"}', '{}'),"
@@ -44,7 +47,7 @@ def defs(conn):
         "RETURNING id::text",
         (f"rec-a-{tag}", f"rec-b-{tag}", f"rec-c-{tag}")).fetchall()
     ids = [r[0] for r in rows]
-    assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
+    assert app.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
     yield ids
     conn.execute("DELETE FROM ac_activity_definitions WHERE id = ANY(%s::uuid[])", (ids,))
     conn.execute("SELECT ac_wait_sync('30s')")
@@ -56,9 +59,9 @@ def sync(conn, ids=None):
     return {r[1]: (r[2], r[3]) for r in rows if ids is None or r[0] in ids}
 
 
-def test_in_sync_schedules_take_no_action(conn, defs):
-    assert sync(conn, defs) == {}
-    rows = conn.execute("SELECT activity_id::text, in_sync, paused, jsonb_array_length(next_fire_times) "
+def test_in_sync_schedules_take_no_action(conn, defs, ops):
+    assert sync(ops, defs) == {}
+    rows = ops.execute("SELECT activity_id::text, in_sync, paused, jsonb_array_length(next_fire_times) "
                         "FROM ac_schedules()").fetchall()
     ours = {r[0]: r for r in rows if r[0] in defs}
     assert set(ours) == set(defs)
@@ -66,20 +69,20 @@ def test_in_sync_schedules_take_no_action(conn, defs):
     assert all(r[2] is False and r[3] > 0 for r in ours.values()), ours
 
 
-def test_deleted_behind_our_back_is_recreated(conn, defs):
+def test_deleted_behind_our_back_is_recreated(conn, defs, ops):
     sid = f"activity-schedule-{defs[0]}"
     cli("schedule", "delete", "--schedule-id", sid)
     assert describe(sid) is None
-    drift = {r[0]: r[1] for r in conn.execute("SELECT schedule_id, drift FROM ac_schedules()").fetchall()}
+    drift = {r[0]: r[1] for r in ops.execute("SELECT schedule_id, drift FROM ac_schedules()").fetchall()}
     assert drift[sid] == "missing"
-    assert sync(conn, defs) == {sid: ("created", "missing")}
+    assert sync(ops, defs) == {sid: ("created", "missing")}
     body = describe(sid)
     assert body is not None
     assert body["schedule"]["spec"]["timezoneName"] == "Europe/Berlin"
-    assert sync(conn, defs) == {}
+    assert sync(ops, defs) == {}
 
 
-def test_overlap_policy_and_cron_changed_behind_our_back_are_repaired(conn, defs):
+def test_overlap_policy_and_cron_changed_behind_our_back_are_repaired(conn, defs, ops):
     a, b = f"activity-schedule-{defs[0]}", f"activity-schedule-{defs[1]}"
     # overlap policy changed over HTTP, the rest kept
     body = describe(b)
@@ -95,7 +98,7 @@ def test_overlap_policy_and_cron_changed_behind_our_back_are_repaired(conn, defs
     assert wait_for(lambda: describe(b)["schedule"]["policies"]["overlapPolicy"].endswith("ALLOW_ALL"))
     assert wait_for(lambda: describe(a)["schedule"]["spec"]["structuredCalendar"][0]["hour"][0].get("start") == 3)
 
-    actions = sync(conn, defs)
+    actions = sync(ops, defs)
     assert actions[b] == ("updated", "overlap_policy")
     assert actions[a][0] == "updated" and "spec" in actions[a][1] and "timezone" in actions[a][1]
     assert set(actions) == {a, b}
@@ -103,19 +106,19 @@ def test_overlap_policy_and_cron_changed_behind_our_back_are_repaired(conn, defs
     assert wait_for(lambda: describe(a)["schedule"]["spec"].get("timezoneName") == "Europe/Berlin")
     hour = describe(a)["schedule"]["spec"]["structuredCalendar"][0]["hour"][0]
     assert (hour.get("start"), hour.get("end")) == (9, 17)
-    assert wait_for(lambda: sync(conn, defs) == {}, timeout=10)
+    assert wait_for(lambda: sync(ops, defs) == {}, timeout=10)
 
 
-def test_paused_behind_our_back_is_resumed(conn, defs):
+def test_paused_behind_our_back_is_resumed(conn, defs, ops):
     sid = f"activity-schedule-{defs[2]}"
     cli("schedule", "toggle", "--schedule-id", sid, "--pause", "--reason", "paused by an operator")
     assert wait_for(lambda: describe(sid)["schedule"]["state"].get("paused"))
-    assert sync(conn, defs) == {sid: ("resumed", "paused")}
+    assert sync(ops, defs) == {sid: ("resumed", "paused")}
     assert wait_for(lambda: not describe(sid)["schedule"]["state"].get("paused"))
-    assert sync(conn, defs) == {}
+    assert sync(ops, defs) == {}
 
 
-def test_orphan_deleted_and_foreign_schedule_survives(conn, defs):
+def test_orphan_deleted_and_foreign_schedule_survives(conn, defs, ops):
     orphan = f"activity-schedule-{uuid.uuid4()}"
     foreign = "nightly-report"
     for sid in (orphan, foreign):
@@ -124,17 +127,17 @@ def test_orphan_deleted_and_foreign_schedule_survives(conn, defs):
                 "--type", "Report", "--task-queue", "reports", "--workflow-id", f"wf-{sid}")
     # the list endpoint is eventually consistent
     assert wait_for(lambda: orphan in json.dumps(temporal("GET", "/schedules")[1]), timeout=20)
-    actions = sync(conn)
+    actions = sync(ops)
     assert actions.get(orphan) == ("deleted", "no cron definition")
     assert foreign not in actions
     assert describe(orphan) is None
     for _ in range(2):
-        assert foreign not in sync(conn)
+        assert foreign not in sync(ops)
     assert describe(foreign) is not None
     temporal("DELETE", f"/schedules/{foreign}")
 
 
-def test_total_loss_recreated_by_periodic_reconcile(conn, defs):
+def test_total_loss_recreated_by_periodic_reconcile(conn, defs, ops):
     # the dev server restarts empty: every schedule is gone (checked before the
     # short reconcile interval is set, so that no reconcile can race the check)
     subprocess.run(["bash", os.path.join(REPO, "test", "stack.sh"), "reset-temporal", STATE],
@@ -150,10 +153,10 @@ def test_total_loss_recreated_by_periodic_reconcile(conn, defs):
     finally:
         conn.execute("ALTER SYSTEM RESET activity_core.reconcile_interval")
         conn.execute("SELECT pg_reload_conf()")
-    assert wait_for(lambda: sync(conn, defs) == {}, timeout=20)
+    assert wait_for(lambda: sync(ops, defs) == {}, timeout=20)
 
 
-def test_schedule_of_another_installation_is_left_alone(conn, defs):
+def test_schedule_of_another_installation_is_left_alone(conn, defs, ops):
     """Another database with the extension may share the namespace: a schedule
     whose memo names another installation is never deleted as an orphan."""
     sid = f"activity-schedule-{uuid.uuid4()}"
@@ -166,9 +169,9 @@ def test_schedule_of_another_installation_is_left_alone(conn, defs):
     assert status == 200, body
     try:
         assert wait_for(lambda: sid in json.dumps(temporal("GET", "/schedules")[1]), timeout=20)
-        assert sid not in sync(conn)
+        assert sid not in sync(ops)
         assert describe(sid) is not None
-        listed = [r[0] for r in conn.execute("SELECT schedule_id FROM ac_schedules()").fetchall()]
+        listed = [r[0] for r in ops.execute("SELECT schedule_id FROM ac_schedules()").fetchall()]
         assert sid not in listed
     finally:
         temporal("DELETE", f"/schedules/{sid}")

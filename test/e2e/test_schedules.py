@@ -10,20 +10,21 @@ signals to the schedule's internal workflow), so reads of a schedule after
 a change poll until the expected state shows up or a deadline passes; the
 last assertion error is then reported as is.
 """
+import base64
 import json
 import re
 import os
 import time
 import urllib.parse
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
-from conftest import (TEMPORAL_URL, describe_schedule, described, http, insert_definition,
+from conftest import (TEMPORAL_URL, connect, describe_schedule, ensure_grants, described, http, insert_definition,
                       log_offset, log_since, payload_value, poll, schedule_gone, schedule_id, stack,
                       temporal, unique)
 
@@ -160,10 +161,10 @@ def defs(conn):
 
 # ---------------------------------------------------------------- create / update
 
-def test_create_describes_spec_action_policies_and_search_attributes(conn, defs):
+def test_create_describes_spec_action_policies_and_search_attributes(conn, defs, app):
     name = unique("report")
     payload = {"report": "sales", "regions": ["eu", "us"], "n": 3}
-    aid = insert_cron(conn, name, "30 9 * * 1-5", tz="Europe/Berlin", policy="catchup",
+    aid = insert_cron(app, name, "30 9 * * 1-5", tz="Europe/Berlin", policy="catchup",
                       input=payload)
     defs.append(aid)
     wait_sync(conn)
@@ -209,9 +210,9 @@ def test_create_describes_spec_action_policies_and_search_attributes(conn, defs)
     assert re.fullmatch(r"\d+:\d+", installation), installation
 
 
-def test_create_with_custom_workflow_type_and_task_queue(conn, defs):
+def test_create_with_custom_workflow_type_and_task_queue(conn, defs, app):
     name = unique("custom")
-    aid = insert_cron(conn, name, "@hourly", workflow_type="ReportWorkflow",
+    aid = insert_cron(app, name, "@hourly", workflow_type="ReportWorkflow",
                       task_queue="reports-tq")
     defs.append(aid)
     wait_sync(conn)
@@ -229,9 +230,9 @@ def test_create_with_custom_workflow_type_and_task_queue(conn, defs):
     assert body["schedule"]["policies"]["catchupWindow"] == "60s"
 
 
-def test_update_cron_timezone_and_policy_reach_temporal(conn, defs):
+def test_update_cron_timezone_and_policy_reach_temporal(conn, defs, app):
     name = unique("update")
-    aid = insert_cron(conn, name, "0 6 * * *", tz="UTC", policy="skip", input={"v": 1})
+    aid = insert_cron(app, name, "0 6 * * *", tz="UTC", policy="skip", input={"v": 1})
     defs.append(aid)
     wait_sync(conn)
     first = described(aid)
@@ -270,7 +271,7 @@ def test_update_cron_timezone_and_policy_reach_temporal(conn, defs):
         assert (t.hour, t.minute) == (17, 45) and t.weekday() == 6, t
 
     # a change of the zone alone moves the fire times
-    set_config(conn, aid, timezone="Asia/Tokyo")
+    set_config(app, aid, timezone="Asia/Tokyo")
     wait_sync(conn)
 
     def tokyo(body):
@@ -282,14 +283,14 @@ def test_update_cron_timezone_and_policy_reach_temporal(conn, defs):
 
 # ---------------------------------------------------------------- pause / delete
 
-def test_disable_pauses_and_enable_resumes(conn, defs):
-    aid = insert_cron(conn, unique("pause"), "*/5 * * * *")
+def test_disable_pauses_and_enable_resumes(conn, defs, app):
+    aid = insert_cron(app, unique("pause"), "*/5 * * * *")
     defs.append(aid)
     wait_sync(conn)
     described(aid, expect_running)
     assert sync_row(conn, aid)["paused_at"] is None
 
-    conn.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
+    app.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
     wait_sync(conn)
     st = assert_applied(conn, aid)
     assert st["enabled"] is False
@@ -297,15 +298,15 @@ def test_disable_pauses_and_enable_resumes(conn, defs):
     described(aid, expect_paused)
     assert sync_row(conn, aid)["paused_at"] is not None
 
-    conn.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
+    app.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
     wait_sync(conn)
     assert_applied(conn, aid)
     described(aid, expect_running)
     assert sync_row(conn, aid)["paused_at"] is None
 
 
-def test_created_disabled_is_paused_from_the_start(conn, defs):
-    aid = insert_cron(conn, unique("born-paused"), "0 3 * * *", enabled=False)
+def test_created_disabled_is_paused_from_the_start(conn, defs, app):
+    aid = insert_cron(app, unique("born-paused"), "0 3 * * *", enabled=False)
     defs.append(aid)
     wait_sync(conn)
     assert_applied(conn, aid)
@@ -313,8 +314,8 @@ def test_created_disabled_is_paused_from_the_start(conn, defs):
     described(aid, expect_paused)
 
 
-def test_delete_row_deletes_schedule(conn, defs):
-    aid = insert_cron(conn, unique("delete"), "0 4 * * *")
+def test_delete_row_deletes_schedule(conn, defs, app):
+    aid = insert_cron(app, unique("delete"), "0 4 * * *")
     defs.append(aid)
     wait_sync(conn)
     described(aid)
@@ -331,15 +332,15 @@ def test_delete_row_deletes_schedule(conn, defs):
     assert sync_status(conn, aid) is None
 
 
-def test_deleted_definition_leaves_no_sync_rows(conn, defs):
+def test_deleted_definition_leaves_no_sync_rows(conn, defs, app):
     """Once its schedule is deleted, a deleted definition leaves no trace in
     the outbox tables (schedule.c: "a deleted definition whose schedule is
     gone leaves no trace")."""
-    aid = insert_cron(conn, unique("no-trace"), "0 5 * * *")
+    aid = insert_cron(app, unique("no-trace"), "0 5 * * *")
     defs.append(aid)
     wait_sync(conn)
     described(aid)
-    conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+    app.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
     wait_sync(conn)
     schedule_gone(aid, grpc_code=5)
     intents = conn.execute("SELECT count(*) FROM ac_schedule_intents WHERE activity_id = %s",
@@ -348,14 +349,14 @@ def test_deleted_definition_leaves_no_sync_rows(conn, defs):
     assert sync_row(conn, aid) is None
 
 
-def test_cron_to_event_deletes_schedule_and_back_recreates_it(conn, defs):
+def test_cron_to_event_deletes_schedule_and_back_recreates_it(conn, defs, app):
     name = unique("switch")
-    aid = insert_cron(conn, name, "15 8 * * *")
+    aid = insert_cron(app, name, "15 8 * * *")
     defs.append(aid)
     wait_sync(conn)
     described(aid)
 
-    conn.execute("UPDATE ac_activity_definitions SET trigger_type = 'event', "
+    app.execute("UPDATE ac_activity_definitions SET trigger_type = 'event', "
                  "trigger_config = %s WHERE id = %s",
                  (json.dumps({"event_type": f"orders.{name}"}), aid))
     wait_sync(conn)
@@ -363,7 +364,7 @@ def test_cron_to_event_deletes_schedule_and_back_recreates_it(conn, defs):
     st = sync_status(conn, aid)
     assert st["trigger_type"] == "event" and not st["pending"] and st["last_error"] is None, st
 
-    conn.execute("UPDATE ac_activity_definitions SET trigger_type = 'cron', "
+    app.execute("UPDATE ac_activity_definitions SET trigger_type = 'cron', "
                  "trigger_config = %s WHERE id = %s",
                  (json.dumps({"cron_expression": "20 8 * * *"}), aid))
     wait_sync(conn)
@@ -380,9 +381,14 @@ def test_rolled_back_insert_creates_nothing(conn):
                          (aid,)).fetchone()[0]
         assert n == 1
         raise psycopg.Rollback(tx)
-    # ...and after the rollback nothing is left, nothing reaches Temporal
-    wait_sync(conn)
-    time.sleep(2)
+    # ...and after the rollback nothing is left, nothing reaches Temporal: a
+    # sentinel committed afterwards is applied first (the positive control)
+    sentinel = insert_cron(conn, unique("rollback-sentinel"), "0 8 * * *")
+    try:
+        wait_sync(conn)
+        described(sentinel)
+    finally:
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (sentinel,))
     status, body = describe_schedule(aid)
     assert status == 404, body
     assert conn.execute("SELECT count(*) FROM ac_schedule_intents WHERE activity_id = %s",
@@ -393,11 +399,11 @@ def test_rolled_back_insert_creates_nothing(conn):
     assert status == 404, body
 
 
-def test_misfire_policy_round_trip(conn, defs):
-    aid = insert_cron(conn, unique("misfire"), "0 12 * * *", policy="skip")
+def test_misfire_policy_round_trip(conn, defs, app):
+    aid = insert_cron(app, unique("misfire"), "0 12 * * *", policy="skip")
     defs.append(aid)
     for policy in ["skip", "catchup", "compress", "catchup", "skip"]:
-        set_config(conn, aid, misfire_policy=policy)
+        set_config(app, aid, misfire_policy=policy)
         wait_sync(conn)
         assert_applied(conn, aid)
         overlap, window = POLICIES[policy]
@@ -409,20 +415,39 @@ def test_misfire_policy_round_trip(conn, defs):
         described(aid, check)
 
 
-def test_quick_updates_coalesce_to_the_last_state(conn, defs):
+def update_count(body):
+    """How many times the schedule was written: Temporal's conflict token is a
+    counter, 1 at creation, one more for each update."""
+    return int.from_bytes(base64.b64decode(body["conflictToken"]), "big")
+
+
+def test_quick_updates_coalesce_to_the_last_state(conn, app, defs):
+    """Ten updates committed while the dispatcher is held up reach Temporal as
+    at most two schedule updates (the one in flight and the last state), not
+    ten; the schedule ends with the last state."""
     name = unique("burst")
-    aid = insert_cron(conn, name, "0 * * * *", input={"i": -1})
+    aid = insert_cron(app, name, "0 * * * *", input={"i": -1})
     defs.append(aid)
     wait_sync(conn)
     before = assert_applied(conn, aid)["applied_revision"]
+    writes = update_count(described(aid))
 
-    for i in range(10):
-        conn.execute("UPDATE ac_activity_definitions SET input = %s, "
-                     "trigger_config = trigger_config || %s::jsonb WHERE id = %s",
-                     (json.dumps({"i": i}), json.dumps({"cron_expression": f"{i} * * * *"}), aid))
-    intent_rev = conn.execute("SELECT revision FROM ac_schedule_intents WHERE activity_id = %s",
-                              (aid,)).fetchone()[0]
-    assert intent_rev >= before + 10
+    # the dispatcher is held up by a lock on its outcome table while the ten
+    # updates commit one by one; it may send one update before it blocks
+    holder = connect()
+    try:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE ac_schedule_sync IN SHARE MODE")
+        for i in range(10):
+            app.execute("UPDATE ac_activity_definitions SET input = %s, "
+                        "trigger_config = trigger_config || %s::jsonb WHERE id = %s",
+                        (json.dumps({"i": i}), json.dumps({"cron_expression": f"{i} * * * *"}), aid))
+        intent_rev = conn.execute("SELECT revision FROM ac_schedule_intents WHERE activity_id = %s",
+                                  (aid,)).fetchone()[0]
+        assert intent_rev >= before + 10
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
     wait_sync(conn)
     st = assert_applied(conn, aid)
     assert st["desired_revision"] == intent_rev
@@ -433,7 +458,9 @@ def test_quick_updates_coalesce_to_the_last_state(conn, defs):
         start = body["schedule"]["action"]["startWorkflow"]
         assert [payload_value(a) for a in start["input"]] == [
             {"activity_id": aid, "activity_name": name, "trigger": "cron", "input": {"i": 9}}]
-    described(aid, final)
+    body = described(aid, final)
+    assert 1 <= update_count(body) - writes <= 2, \
+        f"ten row updates became {update_count(body) - writes} schedule updates"
 
 
 # ---------------------------------------------------------------- backfill
@@ -457,23 +484,30 @@ def _runs_in_span(aid, start, end):
                   for e in body.get("executions", []))
 
 
+def _after_span(r):
+    later = datetime.now(timezone.utc).replace(year=2100)
+    assert _runs_in_span(r["id"], r["end"], later), f"no run of {r['id']} after {r['end']} visible yet"
+
+
 @pytest.fixture(scope="module")
-def backfill(conn):
+def backfill(conn, role_names, role_conns):
     """Pause three */2 s definitions (skip, catchup capped at 3, compress)
     for about 12 s, re-enable them, and collect the runs whose scheduled
     time lies inside the paused span."""
+    ensure_grants(conn, role_names)
+    app = role_conns["app"]
     ids = {}
     result = {}
     stack("worker-start")
     try:
         for policy in ["skip", "catchup", "compress"]:
-            ids[policy] = insert_cron(conn, unique(f"backfill-{policy}"), "*/2 * * * * * *",
+            ids[policy] = insert_cron(app, unique(f"backfill-{policy}"), "*/2 * * * * * *",
                                       policy=policy, max_runs=3 if policy == "catchup" else None)
         wait_sync(conn)
         described(ids["catchup"])
 
         _sleep_to_mid_gap()
-        conn.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = ANY(%s::uuid[])",
+        app.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = ANY(%s::uuid[])",
                      (list(ids.values()),))
         wait_sync(conn)
         paused_at = {p: sync_row(conn, aid)["paused_at"] for p, aid in ids.items()}
@@ -506,7 +540,10 @@ def backfill(conn):
                    for p, r in result.items()):
                 break
             time.sleep(0.5)
-        time.sleep(4)
+        # extra runs inside the span would be visible by the time a run of
+        # each schedule scheduled after the span is (the positive control)
+        for p, r in result.items():
+            poll(lambda r=r: _after_span(r), timeout=30, interval=0.5)
         for p, r in result.items():
             r["runs"] = _runs_in_span(r["id"], r["start"], r["end"])
     finally:
@@ -544,16 +581,16 @@ def test_backfill_skip_runs_nothing(backfill):
     assert r["last_backfill"] is None, r
 
 
-def test_backfill_sent_again_after_a_lost_outcome_keeps_its_request_id(conn):
+def test_backfill_sent_again_after_a_lost_outcome_keeps_its_request_id(conn, app):
     """A crash between the backfill and recording it (here: recording fails
     twice, so the change is applied again on the next pass) sends the
     backfill again with the same request id, which Temporal deduplicates."""
-    aid = insert_cron(conn, unique("backfill-retry"), "*/2 * * * * * *", policy="catchup",
+    aid = insert_cron(app, unique("backfill-retry"), "*/2 * * * * * *", policy="catchup",
                       max_runs=2)
     seq = f"ac_fail_{aid[:8]}"
     try:
         wait_sync(conn)
-        conn.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
+        app.execute("UPDATE ac_activity_definitions SET enabled = false WHERE id = %s", (aid,))
         wait_sync(conn)
         assert sync_row(conn, aid)["paused_at"] is not None
         time.sleep(4.5)
@@ -570,7 +607,7 @@ def test_backfill_sent_again_after_a_lost_outcome_keeps_its_request_id(conn):
         conn.execute(f"CREATE TRIGGER {seq} BEFORE INSERT OR UPDATE ON ac_schedule_sync "
                      f"FOR EACH ROW WHEN (NEW.activity_id = '{aid}') EXECUTE FUNCTION {seq}()")
         offset = log_offset()
-        conn.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
+        app.execute("UPDATE ac_activity_definitions SET enabled = true WHERE id = %s", (aid,))
         wait_sync(conn)
         recorded = sync_row(conn, aid)["last_backfill"]
         assert recorded and recorded.get("request_id"), recorded
@@ -582,14 +619,14 @@ def test_backfill_sent_again_after_a_lost_outcome_keeps_its_request_id(conn):
         conn.execute(f"DROP TRIGGER IF EXISTS {seq} ON ac_schedule_sync")
         conn.execute(f"DROP FUNCTION IF EXISTS {seq}()")
         conn.execute(f"DROP SEQUENCE IF EXISTS {seq}")
-        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+        app.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
         settle(conn, [aid])
 
 
 # ---------------------------------------------------------------- failures
 
-def test_temporal_outage_is_retried_until_applied(conn, defs):
-    existing = insert_cron(conn, unique("outage-existing"), "0 9 * * *")
+def test_temporal_outage_is_retried_until_applied(conn, defs, app):
+    existing = insert_cron(app, unique("outage-existing"), "0 9 * * *")
     defs.append(existing)
     wait_sync(conn)
     described(existing)
@@ -597,8 +634,8 @@ def test_temporal_outage_is_retried_until_applied(conn, defs):
         stack("stop-temporal")
         assert not temporal_up(), "Temporal still answers after stop-temporal"
 
-        set_config(conn, existing, cron_expression="10 9 * * *")
-        created = insert_cron(conn, unique("outage-new"), "0 22 * * *", policy="compress")
+        set_config(app, existing, cron_expression="10 9 * * *")
+        created = insert_cron(app, unique("outage-new"), "0 22 * * *", policy="compress")
         defs.append(created)
 
         def failing():
@@ -615,8 +652,30 @@ def test_temporal_outage_is_retried_until_applied(conn, defs):
         poll(failing, timeout=15)
         # a bounded wait reports the timeout instead of raising
         assert conn.execute("SELECT ac_wait_sync('1s')").fetchone()[0] is False
-        time.sleep(3)
-        poll(failing, timeout=1)  # still pending, still transient, nobody gave up
+
+        # retried with backoff 1, 2, 4 ... s: by the third attempt nobody gave
+        # up, and each next attempt is 2^(attempts-1) s after the last one
+        def third():
+            rows = failing()
+            for r in rows.values():
+                assert r["attempts"] >= 3, r
+            return rows
+        for r in poll(third, timeout=30).values():
+            assert r["next_attempt_at"] - r["last_attempt_at"] == \
+                timedelta(seconds=2 ** (r["attempts"] - 1)), r
+
+        # the cap: a change that failed many times already (its count of
+        # attempts set high, as hours of outage would leave it) waits 5 minutes
+        capped = insert_cron(app, unique("outage-capped"), "0 23 * * *")
+        defs.append(capped)
+        poll(lambda: _attempted(conn, capped, 1), timeout=15)
+        conn.execute("UPDATE ac_schedule_sync SET attempts = 20, next_attempt_at = now() "
+                     "WHERE activity_id = %s", (capped,))
+        st = poll(lambda: _attempted(conn, capped, 21), timeout=15)
+        assert st["next_attempt_at"] - st["last_attempt_at"] == timedelta(seconds=300), st
+        assert st["error_kind"] == "transient" and st["pending"], st
+        # deleting it is a new change, due at once: no 5 minute wait below
+        app.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (capped,))
     finally:
         stack("start-temporal")
         stack("worker-stop")
@@ -635,6 +694,17 @@ def test_temporal_outage_is_retried_until_applied(conn, defs):
     described(created, compress)
 
 
+def _attempted(conn, aid, attempts):
+    st = sync_status(conn, aid)
+    assert st and st["attempts"] == attempts, st
+    return st
+
+
+def _later_than(conn, ts, seconds):
+    """The server's clock is more than seconds past ts."""
+    assert conn.execute("SELECT now() > %s + make_interval(secs => %s)", (ts, seconds)).fetchone()[0]
+
+
 def temporal_up():
     try:
         status, _ = http("GET", f"{TEMPORAL_URL}/system-info", timeout=2)
@@ -643,7 +713,7 @@ def temporal_up():
         return False
 
 
-def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
+def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs, app):
     long_type = "W" * 1100
 
     # Temporal itself refuses such a workflow type
@@ -669,7 +739,7 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
         conn.execute("ALTER TABLE ac_activity_definitions ENABLE TRIGGER ac_definitions_validate")
     defs.append(bad)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
-        conn.execute("UPDATE ac_activity_definitions SET workflow_type = %s WHERE id = %s", (long_type, bad))
+        app.execute("UPDATE ac_activity_definitions SET workflow_type = %s WHERE id = %s", (long_type, bad))
 
     def refused():
         st = sync_status(conn, bad)
@@ -689,13 +759,18 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
     assert status == 404, body
 
     # the dispatcher is not stuck: a later definition is applied
-    good = insert_cron(conn, unique("after-refusal"), "0 2 * * *")
+    good = insert_cron(app, unique("after-refusal"), "0 2 * * *")
     defs.append(good)
     poll(lambda: assert_applied(conn, good), timeout=15)
     described(good)
 
-    # the refusal is not retried while the definition stays the same
-    time.sleep(3)
+    # the refusal is not retried while the definition stays the same: once a
+    # transient retry would have been due (1 s after the attempt), a sentinel
+    # committed later is applied, and the refused one still has one attempt
+    poll(lambda: _later_than(conn, st["last_attempt_at"], 2), timeout=10)
+    sentinel = insert_cron(app, unique("refusal-sentinel"), "0 3 * * *")
+    defs.append(sentinel)
+    poll(lambda: assert_applied(conn, sentinel), timeout=15)
     st = sync_status(conn, bad)
     assert st["attempts"] == 1 and st["error_kind"] == "permanent", st
 
@@ -705,7 +780,7 @@ def test_temporal_refusal_is_permanent_and_dispatcher_goes_on(conn, defs):
         assert f"Temporal refused the schedule of activity {bad}" in text
 
     # fixing the definition clears the error
-    conn.execute("UPDATE ac_activity_definitions SET workflow_type = 'RunActivityWorkflow' "
+    app.execute("UPDATE ac_activity_definitions SET workflow_type = 'RunActivityWorkflow' "
                  "WHERE id = %s", (bad,))
     wait_sync(conn)
     assert_applied(conn, bad)
