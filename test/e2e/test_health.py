@@ -27,7 +27,7 @@ NATS_PIDFILE = Path(state_dir()) / "nats" / "nats.pid"
 
 
 ALL_CHECKS = {"temporal_reachable", "temporal_namespace", "search_attribute_activity_id",
-              "nats_router", "dispatcher_running", "router_running", "schedule_backlog",
+              "nats_router", "nats_publisher", "dispatcher_running", "router_running", "schedule_backlog",
               "schedule_failures", "outbox_backlog", "outbox_failing", "outbox_failures",
               "dead_letters"}
 HINTS = {

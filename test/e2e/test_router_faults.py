@@ -678,8 +678,11 @@ def test_sigterm_mid_batch_acks_nothing_unstarted(restore):
 # ---------------------------------------------------------------- 7. refusals and dead letters
 
 # Temporal's dev server refuses a payload over 2 MiB (limit.blobSize.error)
-# with INVALID_ARGUMENT "Blob data size exceeds limit."
-REFUSED_INPUT = {"blob": "x" * (2 * 1024 * 1024 + 1024)}
+# with INVALID_ARGUMENT "Blob data size exceeds limit."  The statement refuses
+# an input that alone passes that limit, so the input stays just under it and
+# the event's payload (known only when it is routed) takes the argument over.
+REFUSED_INPUT = {"blob": "x" * (2 * 1024 * 1024 - 8 * 1024)}
+REFUSED_EVENT_PAD = "y" * (32 * 1024)
 
 
 def test_start_temporal_refuses_becomes_a_dead_letter(restore):
@@ -697,7 +700,7 @@ def test_start_temporal_refuses_becomes_a_dead_letter(restore):
         try:
             router_ready(js)
             before = stats(c)
-            eid, seq = js.event(etype, k=1)
+            eid, seq = js.event(etype, k=1, pad=REFUSED_EVENT_PAD)
             sentinel, sentinel_seq = js.event(etype, k=2)
             # the positive control: the event after it went through
             wait_completed(wid(ok, sentinel))

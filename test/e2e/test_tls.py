@@ -479,7 +479,8 @@ def test_temporal_behind_tls_with_a_bearer_token(conn, servers, pki, tls_dir, se
     offset = log_offset()
     https = f"https://127.0.0.1:{NGINX_PORT}"
     # the inline key: the hardest case for keeping it out of logs
-    settings.set(temporal_url=https, temporal_tls_ca_file=pki["ca.pem"], temporal_api_key=API_KEY)
+    settings.set(temporal_url=https, temporal_tls_ca_file=pki["ca.pem"], temporal_api_key=API_KEY,
+                 temporal_api_key_file="")
     wait_health(conn, "temporal_reachable", True, https)
     cron = manual = None
     try:
