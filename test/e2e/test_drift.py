@@ -235,12 +235,15 @@ def test_search_attribute_drift_is_repaired(conn, cron_def):
     expect_repair(conn, cron_def, "search_attribute", repaired)
 
 
-def test_sync_schedules_refuses_repeatable_read(conn):
-    with psycopg.connect() as c:
-        c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_sync_schedules_refuses_repeatable_read(conn, level):
+    with psycopg.connect(autocommit=True) as c:
+        c.execute(f"BEGIN ISOLATION LEVEL {level}")
+        assert c.execute("SHOW transaction_isolation").fetchone()[0] == level
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
                            match="ac_sync_schedules needs READ COMMITTED"):
             c.execute("SELECT * FROM ac_sync_schedules()")
+        c.execute("ROLLBACK")
 
 
 def reload(conn):

@@ -198,7 +198,7 @@ MUTANTS = [
          area="mut"),
     dict(id="intent-columns-ignored", file="src/intents.c",
          original="\tif (same_id && !ScheduleColumnsChanged(desc, oldt, newt))",
-         mutant="\tif (same_id)",
+         mutant="\tif (same_id && !ScheduleColumnsChanged(desc, oldt, oldt))",
          breaks="an UPDATE of the cron, time zone or policy never reaches Temporal",
          pytest=["e2e/test_schedules.py::test_update_cron_timezone_and_policy_reach_temporal"],
          area="mut"),

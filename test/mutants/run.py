@@ -9,7 +9,7 @@ report killed / survived / invalid.
 Environment: PG (major, default 18), the AC_*_PORT variables of the stack,
 MUTANT_TIMEOUT (seconds per selection, default 900), MUTANTS_KEEP=1 (leave
 the stack running).  The stack lives in .local/mutants; the scratch tree in
-.cache/mutants/tree.  The checkout itself is never modified.  Before the
+.cache/mutants/<server version>.  The checkout itself is never modified.  Before the
 first mutant every selection runs once on the unmutated tree and must pass;
 the mutants of a selection that fails there are reported invalid, not run.
 Exit status: 0 when every mutant was killed, 1 when one survived, 2 on a
@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from mutants import MUTANTS  # noqa: E402
 
 STATE = REPO / ".local" / "mutants"
-SCRATCH = REPO / ".cache" / "mutants" / "tree"
+SCRATCH = REPO / ".cache" / "mutants"  # + the server's version, set in main()
 TIMEOUT = int(os.environ.get("MUTANT_TIMEOUT", "900"))
 PYTHON = REPO / ".cache" / "venv" / "bin" / "python"
 
@@ -59,12 +59,14 @@ def as_pg(*cmd):
 # ---------------------------------------------------------------- the tree
 
 def copy_tree():
-    """Refresh the scratch copy from the checkout (objects are kept)."""
+    """Refresh the scratch copy from the checkout.  Every file gets a fresh
+    mtime (tar -m), so make rebuilds everything: an object built from an
+    earlier mutant is never reused."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     tar = subprocess.Popen(["tar", "-C", str(REPO), "--exclude=./.cache", "--exclude=./.local",
                             "--exclude=./.git", "--exclude=*.o", "--exclude=*.so", "-cf", "-", "."],
                            stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-C", str(SCRATCH), "-xf", "-"], stdin=tar.stdout, check=True)
+    subprocess.run(["tar", "-C", str(SCRATCH), "-xmf", "-"], stdin=tar.stdout, check=True)
     tar.wait()
 
 
@@ -112,7 +114,9 @@ def psql(env, sql, db=None):
 def restart_pg(env):
     """Restart PostgreSQL so the newly installed library loads; drop the
     extension first, so the selection installs the new SQL script."""
-    psql(env, "SET client_min_messages = warning; DROP EXTENSION IF EXISTS activity_core CASCADE")
+    rc, out = psql(env, "SET client_min_messages = warning; DROP EXTENSION IF EXISTS activity_core CASCADE")
+    if rc != 0:
+        raise RuntimeError(f"could not drop the extension: {out}")
     bindir = env["AC_PGBIN"]
     data = env["AC_PG_DATA"]
     sh(as_pg(f"{bindir}/pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", "60"), check=False)
@@ -143,6 +147,9 @@ def run_regress(env, pg_config, files):
                        "EXTRA_REGRESS_OPTS=--use-existing"), check=False, timeout=TIMEOUT)
     if rc == 0:
         return True, None, out
+    diffs = rdir / "regression.diffs"
+    if diffs.is_file():
+        out += "\n" + diffs.read_text(errors="replace")[:6000]
     failed = re.findall(r"not ok\s+\d+\s+-\s+(\S+)", out) or re.findall(r"^test (\S+)\s+\.\.\. FAILED", out, re.M)
     return False, f"pg_regress {failed[0] if failed else ' '.join(files)}", out
 
@@ -200,6 +207,10 @@ def main():
     pg_config = os.environ.get("PG_CONFIG") or sh(
         ["bash", str(REPO / "test/pg.sh"), os.environ.get("PG") or "18"])[1].strip().splitlines()[-1]
     os.environ["PG_CONFIG"] = pg_config
+    # one scratch tree per server, as test/build.sh keeps one build per server
+    global SCRATCH
+    version = sh([pg_config, "--version"])[1].strip()
+    SCRATCH = REPO / ".cache" / "mutants" / re.sub(r"[^A-Za-z0-9.]", "-", version)
 
     log(f"building the unmutated tree in {SCRATCH}")
     copy_tree()
