@@ -169,7 +169,7 @@ def run_pytest(env, args):
         return True, None, out
     if proc.returncode == 5:
         return False, "no test collected", out
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.M)
     return False, failed[0] if failed else f"pytest exit {proc.returncode}", out
 
 
