@@ -2,6 +2,7 @@
 #   make && make install   build and install the extension
 #   make test              install everything, start the stack, run every suite
 #   make demo / make stop  start / stop the local stack with sample definitions
+#   make mutants           the mutation check of test/mutants (slow)
 
 EXTENSION = activity_core
 EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
@@ -76,10 +77,14 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop
+.PHONY: test demo stop mutants
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
+
+# the mutation check (slow, not part of `make test`): MUTANTS="id1 id2" runs a subset
+mutants:
+	PG="$(PG)" MUTANTS="$(MUTANTS)" python3 test/mutants/run.py
 
 demo:
 	PG="$(PG)" bash test/demo.sh
