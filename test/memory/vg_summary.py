@@ -4,7 +4,8 @@ Prints the processes, the memcheck errors (with the first stacks), and the
 definite leaks, split into those whose stack passes through the extension
 (activity_core.so or a file of src/) and the others (PostgreSQL, libc, the
 libraries), with the deepest frames of each.  Exits 1 on any error or any
-definite leak of the extension.
+definite leak of the extension.  Processes killed before valgrind's own
+summary are listed.
 """
 import collections
 import os
@@ -85,7 +86,11 @@ def main(d):
     print(f"definite leaks elsewhere (PostgreSQL, libraries): {sum(other.values())} records, {other_bytes} bytes")
     for stack, count in other.most_common(8):
         print(f"  {count:4d} x {stack}")
-    return 1 if errors or ext_leaks else 0
+    unfinished = [n for n in logs if "ERROR SUMMARY:" not in open(os.path.join(d, n), errors="replace").read()]
+    if unfinished:
+        print(f"processes that ended without valgrind's summary (killed): {' '.join(unfinished)}")
+    # an error printed by a process that was killed before its summary counts too
+    return 1 if errors or error_recs or ext_leaks else 0
 
 
 if __name__ == "__main__":
