@@ -11,9 +11,14 @@ Prints figures, asserts nothing (docs/reliability.md has the last run):
   3. RSS across BENCH_MEM_RECONCILES (1,000) reconciles: ac_sync_schedules()
      in one backend over 20 cron definitions, while the dispatcher runs its
      own periodic reconcile every second (activity_core.reconcile_interval).
-VmRSS of /proc/<pid>/status is sampled after each tenth of the work; the
-first tenth is the warm-up.  Printed: start (after warm-up), peak, end, and
-the growth from start to peak and to end.
+VmRSS and RssAnon of /proc/<pid>/status are sampled after each tenth of
+the work, the router's at rest (a second after it took the last event);
+the first tenth is the warm-up.  Printed: start (after warm-up),
+peak, end, and the growth from start to peak and to end, of both.  VmRSS
+also counts the pages of shared memory the process has touched (RssShmem):
+it grows as the process reads more distinct shared buffers (a table that
+grows, ac_dead_letters here), up to shared_buffers, and is no leak.  RssAnon
+is the process's private memory: its heap, where a leak would show.
 Runs against the stack whose environment bench/run.sh exported.
 """
 import asyncio
@@ -43,22 +48,27 @@ def worker_pid(conn, role):
 
 
 def rss_kb(pid):
+    """(VmRSS, RssAnon) of pid in kB."""
+    got = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                got[key] = int(line.split()[1])
+    return got
 
 
 def report(what, samples, pid_same):
     """Print the samples and start (after warm-up), peak and end."""
     for count, kb in samples:
-        print(f"   after {count:>9}: RSS {kb / 1024:.1f} MiB")
+        print(f"   after {count:>9}: VmRSS {kb['VmRSS'] / 1024:.1f} MiB, RssAnon {kb['RssAnon'] / 1024:.1f} MiB, "
+              f"RssShmem {kb['RssShmem'] / 1024:.1f} MiB")
     after = samples[1:]
-    start, peak, end = after[0][1], max(kb for _, kb in after), after[-1][1]
-    print(f"   {what}: start {start / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, end {end / 1024:.1f} MiB; "
-          f"peak {(peak - start) * 100 / start:+.1f}%, end {(end - start) * 100 / start:+.1f}% "
-          f"(same process throughout: {pid_same})", flush=True)
+    for key in ("VmRSS", "RssAnon"):
+        start, peak, end = after[0][1][key], max(kb[key] for _, kb in after), after[-1][1][key]
+        print(f"   {what} {key}: start {start / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, end {end / 1024:.1f} MiB; "
+              f"peak {(peak - start) * 100 / start:+.1f}%, end {(end - start) * 100 / start:+.1f}%")
+    print(f"   (same process throughout: {pid_same})", flush=True)
 
 
 async def publish(bodies):
@@ -104,6 +114,8 @@ def events(conn):
         sent += step
         while stat(conn, "events_received") - base < sent:
             time.sleep(0.1)
+        # at rest: the last batch committed and its memory released
+        time.sleep(1)
         samples.append((sent, rss_kb(pid)))
     print(f"   {EVENTS} events in {time.monotonic() - t0:.0f} s")
     report("router", samples, worker_pid(conn, "router") == pid)

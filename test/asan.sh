@@ -54,7 +54,10 @@ else
 	echo "none"
 fi
 echo "== server log ($log)"
-if grep -E "terminated by signal|AddressSanitizer|runtime error:|LeakSanitizer" "$log"; then
+if [ ! -f "$log" ]; then
+	echo "no server log: the stack did not start"
+	status=1
+elif grep -E "terminated by signal|AddressSanitizer|runtime error:|LeakSanitizer" "$log"; then
 	status=1
 else
 	echo "no process terminated by a signal, no sanitizer output"

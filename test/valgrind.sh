@@ -54,7 +54,10 @@ log=$(bash -c "source '$STATE/stack.env' && echo \$AC_PG_LOG")
 echo "== valgrind ($OUT, $(find "$OUT" -name 'vg.*' | wc -l) processes)"
 "$REPO/.cache/venv/bin/python" "$REPO/test/memory/vg_summary.py" "$OUT" || status=1
 echo "== server log ($log)"
-if grep -E "terminated by signal" "$log"; then
+if [ ! -f "$log" ]; then
+	echo "no server log: the stack did not start"
+	status=1
+elif grep -E "terminated by signal" "$log"; then
 	status=1
 else
 	echo "no process terminated by a signal"

@@ -23,6 +23,12 @@ ERROR = """==100== Invalid read of size 1
 OUR_LEAK = """==100== 64 bytes in 1 blocks are definitely lost in loss record 3 of 9
 ==100==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
 ==100==    by 0x7B2BE2E: AcNatsConnect (nats_client.c:92)
+==100==    by 0x7B2C164: ac_router_main (router.c:610)
+==100==    by 0x53B77D: BackgroundWorkerMain (in /pg/bin/postgres)
+==100==
+"""
+NODEBUG_LEAK = """==100== 8 bytes in 1 blocks are definitely lost in loss record 4 of 9
+==100==    at 0x48417B4: malloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)
 ==100==    by 0x7B2C164: ac_router_main (in /x/lib/activity_core.so)
 ==100==
 """
@@ -57,6 +63,9 @@ def test_a_leak_through_the_extension_fails(tmp_path):
     res = summary(tmp_path, HEAP + OUR_LEAK + PG_LEAK + "==100== ERROR SUMMARY: 0 errors from 0 contexts\n")
     assert res.returncode == 1, res.stdout
     assert "definite leaks through activity_core: 1" in res.stdout and "AcNatsConnect" in res.stdout
+    # a build without symbols names the library instead of the file
+    res = summary(tmp_path, HEAP + NODEBUG_LEAK + "==100== ERROR SUMMARY: 0 errors from 0 contexts\n")
+    assert res.returncode == 1, res.stdout
 
 
 def test_every_suppression_is_explained_and_none_names_the_extension():

@@ -31,8 +31,22 @@ def records(path):
         yield rec
 
 
+# the extension's files: a frame of a build with symbols names its file
+# ("(router.c:305)"), one without them the library ("(in .../activity_core.so)")
+OWN = {p for p in os.listdir(os.path.join(os.path.dirname(__file__), "..", "..", "src"))
+       if p.endswith((".c", ".h"))}
+FRAME_FILE = re.compile(r"\(([^():]+):\d+\)$")
+
+
 def ours(rec):
-    return any("activity_core.so" in l or "(src/" in l or " src/" in l for l in rec)
+    """True when a frame of the record is in the extension."""
+    for line in rec:
+        if "activity_core.so" in line:
+            return True
+        m = FRAME_FILE.search(line.strip())
+        if m and os.path.basename(m.group(1)) in OWN:
+            return True
+    return False
 
 
 def frames(rec, k=6):
