@@ -57,6 +57,18 @@ PG_CPPFLAGS = -DAC_VERSION=\"$(EXTVERSION)\"
 SHLIB_LINK = -lcurl -ljansson $(shell pkg-config --libs libnats)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
+# ASAN=1: AddressSanitizer and UndefinedBehaviorSanitizer in the extension
+# (PostgreSQL itself stays as it is: test/asan.sh preloads the runtime into
+# the postmaster).  DEBUG=1: symbols and frame pointers only (valgrind).
+ifeq ($(ASAN),1)
+DEBUG = 1
+PG_CFLAGS += -fsanitize=address,undefined
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+ifeq ($(DEBUG),1)
+PG_CFLAGS += -g -fno-omit-frame-pointer
+endif
+
 # no LLVM bitcode: nothing here benefits from JIT inlining, and it needs clang
 override with_llvm = no
 
@@ -77,7 +89,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop mutants
+.PHONY: test demo stop mutants asan-test valgrind-test analyze
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -91,3 +103,14 @@ demo:
 
 stop:
 	bash test/stack.sh stop .local/demo
+
+# the memory-safety tools (docs/reliability.md); each fails on any report
+asan-test:
+	PG="$(PG)" bash test/asan.sh
+
+valgrind-test:
+	PG="$(PG)" bash test/valgrind.sh
+
+# gcc -fanalyzer over src/ (no PostgreSQL needed beyond its headers)
+analyze:
+	PG="$(PG)" bash test/analyze.sh

@@ -5,13 +5,21 @@
 # changed): objects built for one major never end up in another's library.
 #
 #   test/build.sh PG_CONFIG
+# AC_BUILD=asan|debug builds with ASAN=1 / DEBUG=1 in a directory of its own.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PG_CONFIG=${1:?usage: test/build.sh PG_CONFIG}
-dir=$REPO/.cache/build/$("$PG_CONFIG" --version | tr -c 'A-Za-z0-9.\n' '-')
+dir=$REPO/.cache/build/$("$PG_CONFIG" --version | tr -c 'A-Za-z0-9.\n' '-')${AC_BUILD:+-$AC_BUILD}
+flags=()
+case ${AC_BUILD:-} in
+  '') ;;
+  asan) flags=(ASAN=1) ;;
+  debug) flags=(DEBUG=1) ;;
+  *) echo "build.sh: AC_BUILD must be asan or debug, not '$AC_BUILD'" >&2; exit 2 ;;
+esac
 mkdir -p "$dir"
 tar -C "$REPO" --exclude=./.cache --exclude=./.local --exclude=./.git \
   --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$dir" -xf -
-make -C "$dir" -s PG_CONFIG="$PG_CONFIG"
-make -C "$dir" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+make -C "$dir" -s PG_CONFIG="$PG_CONFIG" "${flags[@]}"
+make -C "$dir" -s PG_CONFIG="$PG_CONFIG" "${flags[@]}" install >/dev/null

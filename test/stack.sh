@@ -454,7 +454,12 @@ start_pg() {
   fi
   as_pg tee "$conf" <"$tmp" >/dev/null
   rm -f "$tmp"
-  if ! as_pg "$PGBIN/pg_ctl" start -D "$data" -l "$logf" -w -t 60 >/dev/null; then
+  # AC_PG_ENV="NAME=value ..." joins the postmaster's environment (a sanitizer
+  # runtime's LD_PRELOAD); AC_POSTGRES is the program pg_ctl starts (a valgrind wrapper)
+  local pg_env=() pg_prog=()
+  if [ -n "${AC_PG_ENV:-}" ]; then read -ra pg_env <<<"$AC_PG_ENV"; fi
+  if [ -n "${AC_POSTGRES:-}" ]; then pg_prog=(-p "$AC_POSTGRES"); fi
+  if ! as_pg env "${pg_env[@]}" "$PGBIN/pg_ctl" start -D "$data" -l "$logf" "${pg_prog[@]}" -w -t "${AC_PG_START_TIMEOUT:-60}" >/dev/null; then
     log_tail "$logf"
     die "postgres did not start (port $PG_PORT)"
   fi
