@@ -29,10 +29,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import (alive, assert_one_completed_run, connect, connect_as,
+from conftest import (alive, assert_one_completed_run, connect, connect_as, delta,
                       described, load_stack_env, log_offset, log_since, log_tail, pg_log, poll,
                       run_id, schedule_gone, signal_group, stack, state_dir, wait_completed,
-                      wait_gone, worker_pid, worker_pids)
+                      stats, wait_gone, worker_pid, worker_pids)
 
 load_stack_env()
 
@@ -403,6 +403,7 @@ def test_start_retried_after_its_workflow_completed_starts_it_once(faults, role_
                                (old,)).fetchone()
                 assert st == ("Lock",), f"dispatcher not waiting on the lock: {st}"
             poll(blocked, timeout=10, interval=0.05)
+            before = stats(c)
             assert c.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone()[0] is True
             assert wait_gone(old, 5), f"dispatcher {old} survived SIGTERM"
         finally:
@@ -417,3 +418,7 @@ def test_start_retried_after_its_workflow_completed_starts_it_once(faults, role_
             assert n == 0, "the start outbox row was not retried"
         poll(drained, timeout=30)
         assert_one_completed_run(wid, first)
+        # the resent start carried the first one's request id: Temporal answered
+        # it as the same request (the run it made), not as another start refused
+        d = delta(before, stats(c))
+        assert (d["workflows_started"], d["workflows_already_started"]) == (1, 0), d

@@ -3,13 +3,14 @@ null payload and a payload nested deeper than AC_MAX_EVENT_DEPTH are poison
 (dead letters with their reason), and copies of one event id in one batch
 route once, with the payload of the first one delivered."""
 import json
+import os
+import signal
 
 import pytest
 
-from conftest import token, wid
+from conftest import delta, poll, stats, token, wid, worker_pid
 from test_events import (Definitions, PREFIX, dead_letter_mark, dumps, js,  # noqa: F401
                          start_arg, wait_processed, wait_workflow, assert_no_workflow)
-from test_faults import freeze_temporal, thaw_temporal
 
 AC_MAX_EVENT_DEPTH = 100
 
@@ -64,20 +65,28 @@ def test_copies_of_an_event_id_in_one_batch_route_the_first_delivered(conn, js, 
     subject = f"{PREFIX}.{etype}"
     aid = defs.add(etype, {})
     eid = f"dup-{run}"
-    # hold the router in a start while the copies arrive, so that its next
-    # fetch takes them in one batch
-    blocker = f"block-{run}"
+    # the router stopped (SIGSTOP, its pull request expired) while the copies
+    # arrive, so that its next fetch takes them all in one batch
+    router = worker_pid(conn, "activity_core router")
     copies = []
-    freeze_temporal()
+    before = stats(conn)
+    os.kill(router, signal.SIGSTOP)
     try:
-        js.publish(subject, dumps({"event_id": blocker, "type": etype}).encode())
+        def no_pull_waiting():
+            ci = js.consumer()
+            assert ci.num_waiting == 0, f"a pull request still waits: {ci}"
+        poll(no_pull_waiting, 10, 0.1)
         for i in range(5):
             data = dumps({"event_id": eid, "type": etype, "payload": {"copy": i}}).encode()
             copies.append(js.publish(subject, data).seq)
     finally:
-        thaw_temporal()
+        os.kill(router, signal.SIGCONT)
     wait_processed(js, copies[-1], timeout=60)
     arg = start_arg(wid(aid, eid))
     assert arg["event"]["payload"] == {"copy": 0}, arg
     # every copy was acked: none is left pending or dead-lettered
     assert js.consumer().num_ack_pending == 0
+    # one start for the copies: the later ones were never sent to Temporal
+    # (not even as starts that found the workflow there)
+    d = delta(before, stats(conn))
+    assert (d["workflows_started"], d["workflows_already_started"]) == (1, 0), d

@@ -721,6 +721,55 @@ def test_start_temporal_refuses_becomes_a_dead_letter(restore):
             js.close()
 
 
+@pytest.mark.restarts_postgres
+def test_poison_is_terminated_only_after_its_dead_letter_commits(restore):
+    """While the router's dead-letter insert waits on a lock the test holds, the
+    poison message stays unacknowledged: it is terminated only after the dead
+    letter committed.  The router killed right then, JetStream delivers the
+    message again and it gets exactly one dead letter."""
+    etype = f"fault.dlorder.{token()}"
+    eid = f"dl-{token()}"
+    js = JetStream()
+    try:
+        router_ready(js)
+        with connect() as c:
+            old = worker_pid(c, ROUTER)
+        locker = connect()
+        try:
+            locker.execute("BEGIN")
+            locker.execute("LOCK TABLE ac_dead_letters IN EXCLUSIVE MODE")
+            seq = js.publish(etype, {"event_id": eid, "type": etype, "payload": "s"})
+
+            def router_waits_on_the_lock():
+                n = locker.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                                   (old,)).fetchone()[0]
+                assert n > 0, "the router does not wait on the dead letters' lock"
+            poll(router_waits_on_the_lock, 30, 0.05)
+            # the router is held inside its dead-letter insert: a Term sent before
+            # it would reach nats-server within this second
+            time.sleep(1)
+            ci = js.consumer()
+            assert ci.ack_floor.stream_seq < seq and ci.num_ack_pending == 1, (
+                f"message {seq} was acknowledged before its dead letter committed: {ci}")
+            os.kill(old, signal.SIGKILL)
+            assert wait_gone(old, 5), f"router {old} survived SIGKILL"
+        finally:
+            try:
+                locker.close()
+            except Exception:
+                pass
+        wait_crash_reset(restore, old)
+        with connect(timeout=60) as c:
+            worker_pid(c, ROUTER, timeout=30, other_than=old)
+            ci = wait_processed(js, seq, timeout=ACK_WAIT + 30)
+            assert ci.num_ack_pending == 0, ci
+            rows = dead_letters(c, [eid])
+            assert len(rows) == 1, rows
+            assert rows[0][4] == seq, rows
+    finally:
+        js.close()
+
+
 def test_dead_letter_written_before_a_crash_is_not_written_twice(restore):
     """The router commits a dead letter, then terms the message; a crash between
     the two makes JetStream redeliver it.  Simulated deterministically: with the
