@@ -233,7 +233,7 @@ MUTANTS = [
     dict(id="health-nats-url-unredacted", file="src/activity_core.sql",
          original="'://[^@/,]*@', '://***@', 'g');", mutant="'://[^@/,]*@XXXX', '://***@', 'g');",
          breaks="ac_health() shows the NATS password inside activity_core.nats_url",
-         pytest=["e2e/test_health.py::test_health_says_when_nats_is_down_without_showing_credentials"],
+         pytest=["e2e/test_settings.py::test_urls_are_logged_and_shown_without_credentials"],
          area="operations"),
 
     # ------------------------------------------------------------ health checks
