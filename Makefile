@@ -2,6 +2,7 @@
 #   make && make install   build and install the extension
 #   make test              install everything, start the stack, run every suite
 #   make demo / make stop  start / stop the local stack with sample definitions
+#   make fuzz              run the libFuzzer targets (FUZZ_SECONDS=N each)
 
 EXTENSION = activity_core
 EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
@@ -76,7 +77,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop
+.PHONY: test demo stop fuzz
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -86,3 +87,7 @@ demo:
 
 stop:
 	bash test/stack.sh stop .local/demo
+
+# the fuzz targets of test/fuzz, FUZZ_SECONDS=<n> each (default 180)
+fuzz:
+	PG="$(PG)" FUZZ_SECONDS="$(FUZZ_SECONDS)" bash test/fuzz/run.sh
