@@ -8,7 +8,7 @@
 #   S  DescribeSchedule read for ac_schedules() (no comparison)
 #   L  ListSchedules          R  ListWorkflowExecutions
 #   B  ListScheduleMatchingTimes (a backfill)
-#   E  an error body (the harness takes the HTTP status from the text)
+#   E  an error body (the harness derives an HTTP status from its size)
 #
 #   bash test/fuzz/capture.sh [STATE_DIR]
 set -euo pipefail

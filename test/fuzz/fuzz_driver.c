@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -98,6 +100,16 @@ ac_fuzz_run(PG_FUNCTION_ARGS)
 	/* warnings of the code under test are not reports */
 	SetConfigOption("client_min_messages", "error", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("log_min_messages", "fatal", PGC_SUSET, PGC_S_SESSION);
+
+	/*
+	 * libFuzzer keeps a signal handler it finds in place: give it back
+	 * SIGINT and SIGTERM (stop and report), SIGALRM (-timeout) and SIGFPE
+	 * (a crash, not the server's "floating-point exception" ERROR).
+	 */
+	pqsignal(SIGINT, SIG_DFL);
+	pqsignal(SIGTERM, SIG_DFL);
+	pqsignal(SIGALRM, SIG_DFL);
+	pqsignal(SIGFPE, SIG_DFL);
 
 	input_cxt = AllocSetContextCreate(TopMemoryContext, "fuzz input",
 									  ALLOCSET_DEFAULT_SIZES);
