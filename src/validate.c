@@ -413,9 +413,9 @@ NormaliseManual(Jsonb *config)
 
 /*
  * Validate a (trigger_type, trigger_config jsonb) pair and return the
- * normal form of trigger_config; ereport(ERROR) when it is refused.  The trigger below
- * calls it for every row, and the fuzz target of trigger_config
- * (test/fuzz/fuzz_validate.c) calls it directly.
+ * normal form of trigger_config; ereport(ERROR) when it is refused.  The
+ * trigger below calls it for every row, and the fuzz target of
+ * trigger_config (test/fuzz/fuzz_validate.c) calls it directly.
  */
 Datum
 AcNormaliseTriggerConfig(const char *trigger_type, Datum config_datum)
