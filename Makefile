@@ -3,6 +3,8 @@
 #   make test              install everything, start the stack, run every suite
 #   make demo / make stop  start / stop the local stack with sample definitions
 #   make mutants           the mutation check of test/mutants (slow)
+#   make fuzz              run the libFuzzer targets (FUZZ_SECONDS=N each)
+#   make asan-test / valgrind-test / analyze   the memory-safety tools
 
 EXTENSION = activity_core
 EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
@@ -89,7 +91,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop mutants asan-test valgrind-test analyze
+.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -114,3 +116,7 @@ valgrind-test:
 # gcc -fanalyzer over src/ (no PostgreSQL needed beyond its headers)
 analyze:
 	PG="$(PG)" bash test/analyze.sh
+
+# the fuzz targets of test/fuzz, FUZZ_SECONDS=<n> each (default 180)
+fuzz:
+	PG="$(PG)" FUZZ_SECONDS="$(FUZZ_SECONDS)" bash test/fuzz/run.sh

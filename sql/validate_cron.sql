@@ -41,6 +41,9 @@ SELECT pg_temp.cron('0 0 * * * # nightly report');
 SELECT pg_temp.cron('  @hourly  ');
 SELECT pg_temp.cron('CRON_TZ=Europe/Berlin 30 9 * * 1-5');
 SELECT pg_temp.cron('TZ=america/new_york @daily');
+-- the white space after a prefix is not part of the stored schedule (found
+-- by fuzzing: the normal form must not change when validated again)
+SELECT pg_temp.cron('CRON_TZ=Asia/Tokyo       0 9 * * *', '{"timezone": "asia/tokyo"}');
 
 -- invalid: field count and macros
 SELECT pg_temp.cron('* * * *');

@@ -167,9 +167,10 @@ extern void AcWorkerRecover(MemoryContext cxt);
 extern char *AcTryInSubxact(AcRowFn fn, void *arg);
 extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
 
-/* JSON value type names for messages (validate.c) */
+/* JSON value type names for messages; trigger_config checks (validate.c) */
 struct JsonbValue;
 extern const char *AcJsonTypeName(struct JsonbValue *v);
+extern Datum AcNormaliseTriggerConfig(const char *trigger_type, Datum config);
 
 /* Identifier limits of Temporal and NATS (limits.c) */
 #define AC_TEMPORAL_MAX_ID_BYTES 1000	/* Temporal's limit.maxIDLength default */

@@ -650,9 +650,17 @@ cron_parse(const char *expr, AcCronResult *res, AcCronSpec *spec)
 							 (int) len, s);
 		res->tz_offset = (int) (eq + 1 - expr);
 		res->tz_len = (int) (sp - eq - 1);
-		res->body_offset = (int) (sp + 1 - expr);
 		len -= (size_t) (sp + 1 - s);
 		s = sp + 1;
+		/* the schedule starts after all the white space that follows */
+		while (len > 0 && space_len((const unsigned char *) s) > 0)
+		{
+			int			l = space_len((const unsigned char *) s);
+
+			s += l;
+			len -= l;
+		}
+		res->body_offset = (int) (s - expr);
 	}
 	else
 		res->body_offset = (int) (s - expr);

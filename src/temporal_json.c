@@ -323,7 +323,10 @@ AcParseError(AcRequest *req)
 		json_decref(root);
 }
 
-/* Parse a protobuf JSON duration ("5400s", "0.500s") into nanoseconds. */
+/*
+ * Parse a protobuf JSON duration ("5400s", "0.500s") into nanoseconds;
+ * false when it is not one or does not fit.
+ */
 static bool
 DurationNs(json_t *d, int64 *ns)
 {
@@ -341,6 +344,14 @@ DurationNs(json_t *d, int64 *ns)
 	s = json_string_value(d);
 	secs = strtod(s, &end);
 	if (end == s || strcmp(end, "s") != 0)
+		return false;
+
+	/*
+	 * A protobuf Duration reaches 315576000000 s, more nanoseconds than an
+	 * int64 holds (9.2e18, some 292 years): such a value, like "inf" or
+	 * "nan", is unreadable here rather than converted out of range.
+	 */
+	if (!(secs > -9.2e9 && secs < 9.2e9))
 		return false;
 	*ns = (int64) (secs * 1e9 + (secs >= 0 ? 0.5 : -0.5));
 	return true;

@@ -418,6 +418,30 @@ NormaliseManual(Jsonb *config)
 	return config;
 }
 
+/*
+ * Validate a (trigger_type, trigger_config jsonb) pair and return the
+ * normal form of trigger_config; ereport(ERROR) when it is refused.  The
+ * trigger below calls it for every row, and the fuzz target of
+ * trigger_config (test/fuzz/fuzz_validate.c) calls it directly.
+ */
+Datum
+AcNormaliseTriggerConfig(const char *trigger_type, Datum config_datum)
+{
+	Jsonb	   *config = DatumGetJsonbP(config_datum);
+
+	if (strcmp(trigger_type, "cron") == 0)
+		return JsonbPGetDatum(NormaliseCron(config));
+	if (strcmp(trigger_type, "event") == 0)
+		return JsonbPGetDatum(NormaliseEvent(config));
+	if (strcmp(trigger_type, "manual") == 0)
+		return JsonbPGetDatum(NormaliseManual(config));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown trigger_type %s", AcShortValue(trigger_type)),
+			 errhint("trigger_type is one of cron, event or manual.")));
+	return (Datum) 0;			/* keep the compiler quiet */
+}
+
 /* Refuse an empty text column. */
 static void
 RequireNonEmpty(HeapTuple tuple, TupleDesc desc, const char *column)
@@ -569,17 +593,7 @@ ac_definitions_validate(PG_FUNCTION_ARGS)
 		config = DatumGetJsonbP(d);
 	}
 
-	if (strcmp(trigger_type, "cron") == 0)
-		normal = NormaliseCron(config);
-	else if (strcmp(trigger_type, "event") == 0)
-		normal = NormaliseEvent(config);
-	else if (strcmp(trigger_type, "manual") == 0)
-		normal = NormaliseManual(config);
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown trigger_type %s", AcShortValue(trigger_type)),
-				 errhint("trigger_type is one of cron, event or manual.")));
+	normal = DatumGetJsonbP(AcNormaliseTriggerConfig(trigger_type, JsonbPGetDatum(config)));
 
 	cols[ncols] = config_att;
 	values[ncols++] = JsonbPGetDatum(normal);

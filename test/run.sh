@@ -56,5 +56,13 @@ if ! "$REPO/.cache/venv/bin/python" -m pytest -q -p no:cacheprovider ${AC_PYTEST
 	tail -n 60 "$AC_PG_LOG" || true
 fi
 
+# the fuzz targets (test/fuzz), a minute each on a full run; a narrowed run
+# (AC_REGRESS or AC_PYTEST set) skips them unless AC_FUZZ_SECONDS is given
+fuzz_seconds=${AC_FUZZ_SECONDS:-$([ -z "${AC_REGRESS:-}${AC_PYTEST:-}" ] && echo 60 || echo 0)}
+if [ "$fuzz_seconds" != 0 ]; then
+	echo "== fuzz: $fuzz_seconds s per target"
+	FUZZ_SECONDS=$fuzz_seconds bash "$REPO/test/fuzz/run.sh" || status=1
+fi
+
 echo "== make test took $(( $(date +%s) - t0 )) s"
 exit $status

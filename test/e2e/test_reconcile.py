@@ -109,6 +109,27 @@ def test_overlap_policy_and_cron_changed_behind_our_back_are_repaired(conn, defs
     assert wait_for(lambda: sync(ops, defs) == {}, timeout=10)
 
 
+def test_durations_beyond_int64_nanoseconds_are_drift_and_repaired(conn, defs, ops):
+    """A Temporal Duration reaches 315576000000 s, and the server shows a huge
+    catchup window as 9223372036.854775807s: more nanoseconds than an int64
+    holds.  Reconcile reads such a reply as drift (the fuzz target of the
+    Temporal readers found the conversion out of range) and repairs it."""
+    b = f"activity-schedule-{defs[1]}"
+    sched = describe(b)["schedule"]
+    sched["spec"]["interval"] = [{"interval": "315576000000s"}]
+    sched["policies"]["catchupWindow"] = "315576000000s"
+    status, resp = temporal("POST", f"/schedules/{b}/update",
+                            {"requestId": str(uuid.uuid4()), "schedule": sched})
+    assert status == 200, resp
+    assert wait_for(lambda: describe(b)["schedule"]["spec"]["interval"][0]["interval"] == "315576000000s")
+    assert describe(b)["schedule"]["policies"]["catchupWindow"] == "9223372036.854775807s"
+
+    assert sync(ops, defs) == {b: ("updated", "spec, catchup_window")}
+    assert wait_for(lambda: describe(b)["schedule"]["spec"]["interval"][0]["interval"] == "5400s")
+    assert describe(b)["schedule"]["policies"]["catchupWindow"] != "9223372036.854775807s"
+    assert wait_for(lambda: sync(ops, defs) == {}, timeout=10)
+
+
 def test_paused_behind_our_back_is_resumed(conn, defs, ops):
     sid = f"activity-schedule-{defs[2]}"
     cli("schedule", "toggle", "--schedule-id", sid, "--pause", "--reason", "paused by an operator")
