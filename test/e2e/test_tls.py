@@ -12,7 +12,8 @@ server does not trust), and starts, on ports 56100-56199:
   * nginx terminating TLS in front of the Temporal dev server's HTTP port,
     passing a request on only with "Authorization: Bearer <key>" (the dev
     server ignores API keys; nginx is the one that checks), and on a second
-    port only with a client certificate signed by the CA.
+    port only with a client certificate signed by the CA, and on a third
+    it answers 502 Bad Gateway (its upstream is down): a real 5xx.
 
 Each test points the extension at them with ALTER SYSTEM + pg_reload_conf
 and puts every setting back as it was afterwards.  A right setup must work
@@ -48,6 +49,8 @@ NATS_MTLS_PORT = PORT_BASE + 1     # mutual TLS, .creds
 NATS_EXPIRED_PORT = PORT_BASE + 2  # an expired server certificate
 NGINX_PORT = PORT_BASE + 3         # TLS + bearer token in front of Temporal
 NGINX_MTLS_PORT = PORT_BASE + 4    # mutual TLS in front of Temporal
+NGINX_502_PORT = PORT_BASE + 5     # TLS in front of an upstream that is down: 502
+NOTHING_PORT = PORT_BASE + 9       # nothing listens here
 NATS_PASSWORD = "pw-" + uuid.uuid4().hex
 API_KEY = "key-" + uuid.uuid4().hex
 
@@ -173,6 +176,14 @@ http {{
         ssl_verify_client on;
         location / {{
             proxy_pass {upstream};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{NGINX_502_PORT} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        location / {{
+            proxy_pass http://127.0.0.1:{NOTHING_PORT};
         }}
     }}
 }}
@@ -566,6 +577,34 @@ def test_temporal_behind_tls_with_a_bearer_token(conn, servers, pki, tls_dir, se
         if cron:
             conn.execute("SELECT ac_wait_sync('30s')")
             schedule_gone(cron, 30)
+
+
+def test_temporal_5xx_is_transient_and_retried(conn, servers, pki, settings):
+    """A proxy in front of Temporal whose upstream is down answers 502 Bad
+    Gateway, a real 5xx: a start sent meanwhile fails as transient (not
+    permanent), is retried, and goes through once Temporal answers again."""
+    bad = f"https://127.0.0.1:{NGINX_502_PORT}"
+    manual = insert_definition(conn, {"name": unique("tls-502"), "trigger_type": "manual"})
+    try:
+        settings.set(temporal_url=bad, temporal_tls_ca_file=pki["ca.pem"])
+        wait_health(conn, "temporal_reachable", False, "502")
+        wf = conn.execute("SELECT ac_trigger(%s)", (manual,)).fetchone()[0]
+
+        def start_failed():
+            row = conn.execute("SELECT attempts, last_error, error_permanent FROM ac_start_outbox "
+                               "WHERE workflow_id = %s", (wf,)).fetchone()
+            assert row and row[0] >= 1 and "502" in row[1] and row[2] is False, row
+            return row
+        poll(start_failed, 15, 0.1)
+        settings.restore()
+        conn.execute("UPDATE ac_start_outbox SET next_attempt_at = now() WHERE workflow_id = %s",
+                     (wf,))
+        conn.execute("SELECT ac_outbox_wake()")
+        wait_workflow(wf, 30)
+    finally:
+        settings.restore()
+        conn.execute("DELETE FROM ac_start_outbox WHERE activity_id = %s", (manual,))
+        conn.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (manual,))
 
 
 def assert_key_hidden(conn, offset):
