@@ -312,6 +312,8 @@ CREATE TABLE ac_dead_letters (
 
 COMMENT ON TABLE ac_dead_letters IS
 	'Events the router could not route: poison, refused by Temporal, or out of deliveries; raw is the message as received';
+-- the router looks up the dead letter of a redelivered message by its sequence
+CREATE INDEX ac_dead_letters_stream_seq ON ac_dead_letters (stream_seq);
 
 CREATE TABLE ac_outbox (
 	id bigserial PRIMARY KEY,
