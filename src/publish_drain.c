@@ -84,8 +84,7 @@ EnsureConnection(void)
 	char	   *error = NULL;
 	AcNats	   *n;
 
-	/* new servers, credentials, TLS files or stream since it connected */
-	AcPublisherReloaded();
+	/* a reload that changes a NATS setting closes it (AcPublisherReloaded) */
 	if (pub_nats)
 		return NULL;
 	if (!exit_hook)
