@@ -160,6 +160,16 @@ def wid(aid, event_id):
 
 # ---------------------------------------------------------------- NATS
 
+def wait_no_pull_waiting(js, timeout=10.0):
+    """Wait until no pull request of the router waits on the consumer (after a
+    SIGSTOP its last one expires), so that what is published next is fetched
+    as one batch when the router goes on."""
+    def once():
+        ci = js.consumer()
+        assert ci.num_waiting == 0, f"a pull request still waits: {ci}"
+    poll(once, timeout, 0.1)
+
+
 def wait_processed(js, seq, timeout=20.0, interval=0.2):
     """Wait until the router acknowledged or terminated every message up to seq."""
     def once():
@@ -288,6 +298,16 @@ def connect(timeout=30.0):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+def alter_system(conn, **settings):
+    """ALTER SYSTEM SET (value) or RESET (None) activity_core.<name>, then reload."""
+    for name, value in settings.items():
+        if value is None:
+            conn.execute(f"ALTER SYSTEM RESET activity_core.{name}")
+        else:
+            conn.execute(f"ALTER SYSTEM SET activity_core.{name} = " + "'%s'" % value.replace("'", "''"))
+    conn.execute("SELECT pg_reload_conf()")
 
 
 def insert_definition(c, cols, **optional):

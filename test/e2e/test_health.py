@@ -20,7 +20,7 @@ import nats
 import psycopg
 import pytest
 
-from conftest import (NATS_URL, REPO, connect, poll, stack, state_dir, temporal, unique,
+from conftest import (NATS_URL, REPO, alter_system, connect, poll, stack, state_dir, temporal, unique,
                       wait_gone, worker_pid)
 
 NATS_PIDFILE = Path(state_dir()) / "nats" / "nats.pid"
@@ -69,16 +69,6 @@ def check_is(c, check, ok, detail=None, hint=None, match=None):
         assert re.fullmatch(match, row[1]), (check, row)
     assert row[2] == hint, (check, row)
     return row
-
-
-def alter_system(conn, **settings):
-    """ALTER SYSTEM SET (value) or RESET (None) activity_core.<name>, then reload."""
-    for name, value in settings.items():
-        if value is None:
-            conn.execute(f"ALTER SYSTEM RESET activity_core.{name}")
-        else:
-            conn.execute(f"ALTER SYSTEM SET activity_core.{name} = " + "'%s'" % value.replace("'", "''"))
-    conn.execute("SELECT pg_reload_conf()")
 
 
 def cli(*args):

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import delta, poll, stats, token, wid, worker_pid
+from conftest import delta, stats, token, wait_no_pull_waiting, wid, worker_pid
 from test_events import (Definitions, PREFIX, dead_letter_mark, dumps, js,  # noqa: F401
                          start_arg, wait_processed, wait_workflow, assert_no_workflow)
 
@@ -72,10 +72,7 @@ def test_copies_of_an_event_id_in_one_batch_route_the_first_delivered(conn, js, 
     before = stats(conn)
     os.kill(router, signal.SIGSTOP)
     try:
-        def no_pull_waiting():
-            ci = js.consumer()
-            assert ci.num_waiting == 0, f"a pull request still waits: {ci}"
-        poll(no_pull_waiting, 10, 0.1)
+        wait_no_pull_waiting(js)
         for i in range(5):
             data = dumps({"event_id": eid, "type": etype, "payload": {"copy": i}}).encode()
             copies.append(js.publish(subject, data).seq)

@@ -44,7 +44,7 @@ import pytest
 from conftest import (NATS_URL, alive, assert_one_completed_run, connect, delta,
                       describe_workflow, http, load_stack_env, log_offset, log_since, log_tail,
                       poll, run_id, signal_group, stack, state_dir, stats, token, wait_completed,
-                      wait_gone, wait_processed, wid, worker_pid)
+                      wait_gone, wait_no_pull_waiting, wait_processed, wid, worker_pid)
 from test_faults import freeze_temporal, thaw_temporal
 
 load_stack_env()
@@ -538,10 +538,7 @@ def publish_batch(js, router, etype, n):
     os.kill(router, signal.SIGSTOP)
     try:
         # its pull request still waiting would take the first message alone
-        def no_pull_waiting():
-            ci = js.consumer()
-            assert ci.num_waiting == 0, f"a pull request still waits: {ci}"
-        poll(no_pull_waiting, 10, 0.1)
+        wait_no_pull_waiting(js)
         return [js.event(etype, n=i) for i in range(n)]
     finally:
         os.kill(router, signal.SIGCONT)

@@ -20,20 +20,10 @@ import nats
 import psycopg
 import pytest
 
-from conftest import (NATS_MONITOR, NATS_URL, REPO, http, log_offset, log_since, poll, temporal,
-                      unique, wait_for)
+from conftest import (NATS_MONITOR, NATS_URL, REPO, alter_system, http, log_offset, log_since,
+                      poll, temporal, unique, wait_for)
 
 TEMPORAL_CLI = str(REPO / ".cache" / "bin" / "temporal")
-
-
-def alter_system(conn, **settings):
-    """ALTER SYSTEM SET (value) or RESET (None) activity_core.<name>, then reload."""
-    for name, value in settings.items():
-        if value is None:
-            conn.execute(f"ALTER SYSTEM RESET activity_core.{name}")
-        else:
-            conn.execute(f"ALTER SYSTEM SET activity_core.{name} = " + "'%s'" % value.replace("'", "''"))
-    conn.execute("SELECT pg_reload_conf()")
 
 
 def reloaded(conn, name, value):
