@@ -366,6 +366,10 @@ TryRoute(RouterMsg *m, StartList *sl, MemoryContext cxt)
 		ErrorData  *edata;
 
 		MemoryContextSwitchTo(cxt);
+		/* a cancel or out of memory is the router's, not the message's */
+		if (geterrcode() == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(geterrcode()) == ERRCODE_INSUFFICIENT_RESOURCES)
+			PG_RE_THROW();
 		edata = CopyErrorData();
 		FlushErrorState();
 		m->poison = true;
