@@ -300,3 +300,22 @@ REVOKE ALL ON FUNCTION ac_publisher_status() FROM PUBLIC;
 -- Dead letters: the router looks up the dead letter of a redelivered
 -- message by its stream sequence before it writes another one.
 CREATE INDEX ac_dead_letters_stream_seq ON ac_dead_letters (stream_seq);
+
+-- Observability: ac_stats shows every series of /metrics (failure
+-- counters, histograms as bucket rows, gauges) with its labels, type and
+-- help; ac_stats_reset() zeroes the counters and histograms.
+CREATE FUNCTION ac_stats_series(OUT name text, OUT value bigint, OUT labels jsonb,
+	OUT type text, OUT value_float double precision, OUT help text) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats_series'
+	LANGUAGE C VOLATILE;
+CREATE OR REPLACE VIEW ac_stats AS
+SELECT name, value, labels, type, value_float, help FROM ac_stats_series();
+DROP FUNCTION ac_stats_counters();
+COMMENT ON VIEW ac_stats IS
+	'The figures of /metrics: counters since the server started or ac_stats_reset(), histograms as bucket rows, gauges';
+CREATE FUNCTION ac_stats_reset() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_stats_reset'
+	LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ac_stats_reset() IS
+	'Set every counter and histogram of ac_stats and /metrics back to zero (gauges are left alone)';
+REVOKE ALL ON FUNCTION ac_stats_reset() FROM PUBLIC;

@@ -394,15 +394,29 @@ REVOKE ALL ON FUNCTION ac_publish(text, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_replay_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_outbox_wake() FROM PUBLIC;
 
-CREATE FUNCTION ac_stats_counters(OUT name text, OUT value bigint) RETURNS SETOF record
-	AS 'MODULE_PATHNAME', 'ac_stats'
+-- every series of /metrics: counters, failure counters, histograms as
+-- bucket rows (_bucket, _sum, _count), gauges
+CREATE FUNCTION ac_stats_series(OUT name text, OUT value bigint, OUT labels jsonb,
+	OUT type text, OUT value_float double precision, OUT help text) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats_series'
 	LANGUAGE C VOLATILE;
 
 -- reads only for roles that may read ac_stats: a view does not lend its
 -- owner's rights to the functions it calls
-CREATE VIEW ac_stats AS SELECT name, value FROM ac_stats_counters();
+CREATE VIEW ac_stats AS
+SELECT name, value, labels, type, value_float, help FROM ac_stats_series();
 
-COMMENT ON VIEW ac_stats IS 'Counters of the dispatcher and the router since the server started';
+COMMENT ON VIEW ac_stats IS
+	'The figures of /metrics: counters since the server started or ac_stats_reset(), histograms as bucket rows, gauges';
+
+CREATE FUNCTION ac_stats_reset() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_stats_reset'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_stats_reset() IS
+	'Set every counter and histogram of ac_stats and /metrics back to zero (gauges are left alone)';
+
+REVOKE ALL ON FUNCTION ac_stats_reset() FROM PUBLIC;
 
 -- On-demand starts.
 CREATE TABLE ac_start_outbox (
