@@ -151,14 +151,21 @@ DECLARE
 	oldest interval;
 	r record;
 BEGIN
+	-- while Temporal does not answer, the namespace and search attribute
+	-- checks fail too: their hint points to the cause
 	RETURN QUERY SELECT t."check", t.ok, t.detail,
 		CASE WHEN t.ok THEN NULL
 			 WHEN t."check" = 'temporal_reachable' THEN
 				'Start Temporal or fix activity_core.temporal_url (and its TLS settings), then SELECT pg_reload_conf().'
+			 WHEN NOT t.reachable THEN
+				'Temporal does not answer: fix the temporal_reachable check first, then look again.'
 			 WHEN t."check" = 'temporal_namespace' THEN
 				'Create the namespace (temporal operator namespace create) or set activity_core.temporal_namespace.'
 			 ELSE 'Register it: temporal operator search-attribute create --name activity_id --type Keyword.' END
-	FROM @extschema@.ac_temporal_health() t;
+	FROM (SELECT h."check", h.ok, h.detail,
+				 coalesce(pg_catalog.bool_or(h.ok) FILTER (WHERE h."check" = 'temporal_reachable') OVER (), false)
+					 AS reachable
+		  FROM @extschema@.ac_temporal_health() h) t;
 
 	IF pg_catalog.current_database() <> served THEN
 		RETURN QUERY SELECT 'workers_database'::text, false,
