@@ -30,7 +30,7 @@ import psycopg
 import pytest
 
 from conftest import (NATS_URL, REPO, alter_system, poll, schedule_id, stack, temporal, unique,
-                      wid)
+                      wait_for)
 from test_router_faults import pid_of, stop_nats, NATS_PIDFILE
 
 METRICS_URL = os.environ.get("AC_METRICS_URL", "http://127.0.0.1:19090/metrics")
@@ -39,6 +39,11 @@ RULES_DIR = REPO / "examples" / "prometheus"
 STREAM = "ACTIVITY_EVENTS"
 CONSUMER = "activity-core-event-router"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$')
+
+
+def until(pred, timeout):
+    """Wait until pred() is true; fail with the last value otherwise."""
+    assert wait_for(pred, timeout), "not reached within %s s" % timeout
 
 
 def scrape():
@@ -242,11 +247,11 @@ def test_permanent_refusal_counts_a_permanent_failure(conn, cleanup):
     wf = conn.execute("SELECT ac_trigger(%s, NULL, 'refused')", (aid,)).fetchone()[0]
     key = ("activity_core_request_failures_total", (("class", "permanent"), ("operation", "start")))
     try:
-        poll(lambda: parse(scrape())[key] >= before[key] + 1, 20)
-        poll(lambda: metric("activity_core_outbox_failed", outbox="start") >= 1, 10)
+        until(lambda: parse(scrape())[key] >= before[key] + 1, 20)
+        until(lambda: metric("activity_core_outbox_failed", outbox="start") >= 1, 10)
     finally:
         conn.execute("DELETE FROM ac_start_outbox WHERE workflow_id = %s", (wf,))
-    poll(lambda: metric("activity_core_outbox_failed", outbox="start") == 0, 10)
+    until(lambda: metric("activity_core_outbox_failed", outbox="start") == 0, 10)
 
 
 def test_temporal_silent_counts_timeouts_and_the_consumer_lag_piles_up(conn, cleanup):
@@ -268,14 +273,14 @@ def test_temporal_silent_counts_timeouts_and_the_consumer_lag_piles_up(conn, cle
         time.sleep(1)
         for _ in range(30):
             js.event(etype)
-        poll(lambda: metric("activity_core_consumer_pending_messages") >= 10, 30)
-        poll(lambda: parse(scrape())[key] >= before[key] + 1, 30)
+        until(lambda: metric("activity_core_consumer_pending_messages") >= 10, 30)
+        until(lambda: parse(scrape())[key] >= before[key] + 1, 30)
     finally:
         alter_system(conn, temporal_url=None, temporal_request_timeout=None, router_batch_size=None)
         silent.close()
     try:
-        poll(lambda: js.pending() == 0, 90)
-        poll(lambda: metric("activity_core_consumer_pending_messages") == 0, 15)
+        until(lambda: js.pending() == 0, 90)
+        until(lambda: metric("activity_core_consumer_pending_messages") == 0, 15)
     finally:
         js.close()
 
@@ -285,14 +290,14 @@ def test_nats_stopped_flips_router_connected_and_the_outbox_counts(conn):
     events published from SQL are counted (and age) in the publish outbox
     and their failed publishes count as timeouts or transient failures; once NATS is back the
     router reports 1 and the outbox drains to 0."""
-    poll(lambda: metric("activity_core_router_connected") == 1, 30)
+    until(lambda: metric("activity_core_router_connected") == 1, 30)
     etype = unique("metrics.down")
     keys = [("activity_core_request_failures_total", (("class", c), ("operation", "publish")))
             for c in ("transient", "timeout")]
     before = parse(scrape())
     stop_nats()
     try:
-        poll(lambda: metric("activity_core_router_connected") == 0, 20)
+        until(lambda: metric("activity_core_router_connected") == 0, 20)
         for i in range(3):
             conn.execute("SELECT ac_publish(%s, %s::jsonb)", (etype, json.dumps({"n": i})))
 
@@ -306,7 +311,7 @@ def test_nats_stopped_flips_router_connected_and_the_outbox_counts(conn):
     finally:
         if pid_of(NATS_PIDFILE, "nats-server") is None:
             stack("start")
-    poll(lambda: metric("activity_core_router_connected") == 1, 30)
+    until(lambda: metric("activity_core_router_connected") == 1, 30)
     def drained():
         text = scrape()
         assert metric("activity_core_outbox_pending", text, outbox="publish") == 0
