@@ -327,16 +327,22 @@ def test_reconcile_gauges(conn, cleanup):
     aid = define(conn, "cron", trigger_config=json.dumps({"cron_expression": "0 5 * * *"}))
     cleanup.append(aid)
     assert conn.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
-    status, body = temporal("DELETE", f"/schedules/{schedule_id(aid)}")
-    assert status == 200, body
-    actions = conn.execute("SELECT action FROM ac_sync_schedules() WHERE activity_id = %s",
-                           (aid,)).fetchall()
-    assert actions == [("created",)], actions
-    text = scrape()
-    assert metric("activity_core_schedules_drifted", text) >= 1
-    assert metric("activity_core_seconds_since_last_reconcile", text) < 5
-    conn.execute("SELECT * FROM ac_sync_schedules()").fetchall()
-    assert metric("activity_core_schedules_drifted") == 0
+    # no periodic reconcile of the dispatcher in between
+    alter_system(conn, reconcile_interval="1h")
+    try:
+        until(lambda: metric("activity_core_reconcile_interval_seconds") == 3600, 10)
+        status, body = temporal("DELETE", f"/schedules/{schedule_id(aid)}")
+        assert status == 200, body
+        actions = conn.execute("SELECT action FROM ac_sync_schedules() WHERE activity_id = %s",
+                               (aid,)).fetchall()
+        assert actions == [("created",)], actions
+        text = scrape()
+        assert metric("activity_core_schedules_drifted", text) >= 1
+        assert metric("activity_core_seconds_since_last_reconcile", text) < 5
+        conn.execute("SELECT * FROM ac_sync_schedules()").fetchall()
+        assert metric("activity_core_schedules_drifted") == 0
+    finally:
+        alter_system(conn, reconcile_interval=None)
 
 
 def test_stats_reset_zeroes_counters_for_ops_only(conn, ops, viewer, cleanup):
