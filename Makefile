@@ -26,6 +26,7 @@ OBJS = \
 	src/limits.o \
 	src/metrics.o \
 	src/nats_client.o \
+	src/observe.o \
 	src/publish_check.o \
 	src/publish_drain.o \
 	src/reconcile.o \

@@ -151,14 +151,21 @@ DECLARE
 	oldest interval;
 	r record;
 BEGIN
+	-- while Temporal does not answer, the namespace and search attribute
+	-- checks fail too: their hint points to the cause
 	RETURN QUERY SELECT t."check", t.ok, t.detail,
 		CASE WHEN t.ok THEN NULL
 			 WHEN t."check" = 'temporal_reachable' THEN
 				'Start Temporal or fix activity_core.temporal_url (and its TLS settings), then SELECT pg_reload_conf().'
+			 WHEN NOT t.reachable THEN
+				'Temporal does not answer: fix the temporal_reachable check first, then look again.'
 			 WHEN t."check" = 'temporal_namespace' THEN
 				'Create the namespace (temporal operator namespace create) or set activity_core.temporal_namespace.'
 			 ELSE 'Register it: temporal operator search-attribute create --name activity_id --type Keyword.' END
-	FROM @extschema@.ac_temporal_health() t;
+	FROM (SELECT h."check", h.ok, h.detail,
+				 coalesce(pg_catalog.bool_or(h.ok) FILTER (WHERE h."check" = 'temporal_reachable') OVER (), false)
+					 AS reachable
+		  FROM @extschema@.ac_temporal_health() h) t;
 
 	IF pg_catalog.current_database() <> served THEN
 		RETURN QUERY SELECT 'workers_database'::text, false,
@@ -300,3 +307,22 @@ REVOKE ALL ON FUNCTION ac_publisher_status() FROM PUBLIC;
 -- Dead letters: the router looks up the dead letter of a redelivered
 -- message by its stream sequence before it writes another one.
 CREATE INDEX ac_dead_letters_stream_seq ON ac_dead_letters (stream_seq);
+
+-- Observability: ac_stats shows every series of /metrics (failure
+-- counters, histograms as bucket rows, gauges) with its labels, type and
+-- help; ac_stats_reset() zeroes the counters and histograms.
+CREATE FUNCTION ac_stats_series(OUT name text, OUT value bigint, OUT labels jsonb,
+	OUT type text, OUT value_float double precision, OUT help text) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats_series'
+	LANGUAGE C VOLATILE;
+CREATE OR REPLACE VIEW ac_stats AS
+SELECT name, value, labels, type, value_float, help FROM ac_stats_series();
+DROP FUNCTION ac_stats_counters();
+COMMENT ON VIEW ac_stats IS
+	'The figures of /metrics: counters since the server started or ac_stats_reset(), histograms as bucket rows, gauges';
+CREATE FUNCTION ac_stats_reset() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_stats_reset'
+	LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ac_stats_reset() IS
+	'Set every counter and histogram of ac_stats and /metrics back to zero (gauges are left alone)';
+REVOKE ALL ON FUNCTION ac_stats_reset() FROM PUBLIC;

@@ -102,6 +102,68 @@ typedef enum AcRouterState
 	AC_ROUTER_FAILING
 } AcRouterState;
 
+/* The requests whose latency and failures are measured (observe.c). */
+typedef enum AcOperation
+{
+	AC_OP_START,				/* StartWorkflowExecution */
+	AC_OP_SCHEDULE_CREATE,
+	AC_OP_SCHEDULE_UPDATE,
+	AC_OP_SCHEDULE_DELETE,
+	AC_OP_SCHEDULE_DESCRIBE,
+	AC_OP_SCHEDULE_BACKFILL,	/* PATCH with a backfill request */
+	AC_OP_SCHEDULE_MATCHING_TIMES,	/* the fire times a backfill replays */
+	AC_OP_SCHEDULE_LIST,
+	AC_OP_WORKFLOW_LIST,		/* ac_runs() */
+	AC_OP_HEALTH,				/* ac_health()'s system and namespace reads */
+	AC_OP_OTHER,
+	AC_OP_PUBLISH,				/* NATS JetStream publish (not Temporal) */
+	AC_NUM_OPERATIONS
+} AcOperation;
+
+#define AC_NUM_TEMPORAL_OPERATIONS AC_OP_PUBLISH
+
+/* Classes of failed requests. */
+typedef enum AcFailure
+{
+	AC_FAIL_TRANSIENT,			/* retried: unreachable, 5xx, auth */
+	AC_FAIL_PERMANENT,			/* refused for good: invalid argument */
+	AC_FAIL_TIMEOUT,			/* no answer in time */
+	AC_NUM_FAILURES
+} AcFailure;
+
+/* The outboxes whose backlog is measured. */
+typedef enum AcOutbox
+{
+	AC_OUTBOX_SCHEDULE,			/* ac_schedule_intents */
+	AC_OUTBOX_START,			/* ac_start_outbox */
+	AC_OUTBOX_PUBLISH,			/* ac_outbox */
+	AC_NUM_OUTBOXES
+} AcOutbox;
+
+/* Upper bounds (seconds) of the histogram buckets, +Inf not included. */
+#define AC_HIST_BUCKETS 16
+
+/* A histogram in shared memory: counts per bucket (not cumulative), sum. */
+typedef struct AcHistogram
+{
+	pg_atomic_uint64 buckets[AC_HIST_BUCKETS + 1];
+	pg_atomic_uint64 sum_us;
+} AcHistogram;
+
+/* Gauges one process measures and /metrics shows. */
+typedef struct AcGauges
+{
+	pg_atomic_uint64 outbox_pending[AC_NUM_OUTBOXES];
+	pg_atomic_uint64 outbox_failed[AC_NUM_OUTBOXES];
+	pg_atomic_uint64 outbox_oldest[AC_NUM_OUTBOXES];	/* TimestampTz, 0 = none */
+	pg_atomic_uint64 outbox_measured_at;	/* TimestampTz, 0 = never */
+	pg_atomic_uint64 consumer_pending;
+	pg_atomic_uint64 consumer_ack_pending;
+	pg_atomic_uint64 consumer_measured_at;	/* TimestampTz, 0 = never */
+	pg_atomic_uint64 last_reconcile;	/* TimestampTz of the last success */
+	pg_atomic_uint64 reconcile_drifted;
+} AcGauges;
+
 typedef struct AcShared
 {
 	slock_t		mutex;			/* protects router_error, publisher_error */
@@ -113,6 +175,11 @@ typedef struct AcShared
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
 	pg_atomic_uint64 nats_max_payload;	/* the server's max_payload, 0 = unknown */
 	pg_atomic_uint64 counters[AC_NUM_COUNTERS];
+	AcHistogram temporal_latency[AC_NUM_TEMPORAL_OPERATIONS];
+	AcHistogram event_age;		/* NATS timestamp to Temporal's answer */
+	AcHistogram outbox_age[AC_NUM_OUTBOXES];	/* entry age when drained */
+	pg_atomic_uint64 failures[AC_NUM_OPERATIONS][AC_NUM_FAILURES];
+	AcGauges	gauges;
 } AcShared;
 
 extern AcShared *ac_shared;
@@ -128,6 +195,34 @@ extern void AcSetPublisherState(AcRouterState state, const char *error);
 extern void AcBumpEventGeneration(void);
 extern int64 AcNatsMaxPayload(void);
 extern void AcSetNatsMaxPayload(int64 max_payload);
+extern const char *const ac_counter_help[AC_NUM_COUNTERS];
+
+/* Histograms, failure counters and gauges (observe.c) */
+extern void AcObserveSeconds(AcHistogram *h, double seconds);
+extern void AcObserveLatency(AcOperation op, double seconds);
+extern void AcObserveEventAge(int64 nats_timestamp_ns);
+extern void AcObserveOutboxAge(AcOutbox outbox, double seconds);
+extern void AcCountFailure(AcOperation op, AcFailure failure);
+extern void AcSetConsumerPending(uint64 pending, uint64 ack_pending);
+extern void AcReconcileSucceeded(int drifted);
+extern int	AcRefreshOutboxGauges(const char *schema, int limit);
+
+/* One series of /metrics and of ac_stats. */
+typedef struct AcSeries
+{
+	const char *family;			/* name without "activity_core_" */
+	const char *type;			/* counter, gauge or histogram */
+	const char *help;
+	const char *suffix;			/* "", "_total", "_bucket", "_sum", "_count" */
+	bool		first;			/* the first series of its family */
+	int			nlabels;
+	const char *keys[2];
+	const char *values[2];
+	double		value;
+} AcSeries;
+
+typedef void (*AcSeriesFn) (const AcSeries *s, void *arg);
+extern void AcEachSeries(AcSeriesFn fn, void *arg);
 
 /* The extension's own objects, found through its catalog entry (catalog.c) */
 extern Oid	AcExtensionNamespace(void);

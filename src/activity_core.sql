@@ -394,15 +394,29 @@ REVOKE ALL ON FUNCTION ac_publish(text, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_replay_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_outbox_wake() FROM PUBLIC;
 
-CREATE FUNCTION ac_stats_counters(OUT name text, OUT value bigint) RETURNS SETOF record
-	AS 'MODULE_PATHNAME', 'ac_stats'
+-- every series of /metrics: counters, failure counters, histograms as
+-- bucket rows (_bucket, _sum, _count), gauges
+CREATE FUNCTION ac_stats_series(OUT name text, OUT value bigint, OUT labels jsonb,
+	OUT type text, OUT value_float double precision, OUT help text) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_stats_series'
 	LANGUAGE C VOLATILE;
 
 -- reads only for roles that may read ac_stats: a view does not lend its
 -- owner's rights to the functions it calls
-CREATE VIEW ac_stats AS SELECT name, value FROM ac_stats_counters();
+CREATE VIEW ac_stats AS
+SELECT name, value, labels, type, value_float, help FROM ac_stats_series();
 
-COMMENT ON VIEW ac_stats IS 'Counters of the dispatcher and the router since the server started';
+COMMENT ON VIEW ac_stats IS
+	'The figures of /metrics: counters since the server started or ac_stats_reset(), histograms as bucket rows, gauges';
+
+CREATE FUNCTION ac_stats_reset() RETURNS void
+	AS 'MODULE_PATHNAME', 'ac_stats_reset'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_stats_reset() IS
+	'Set every counter and histogram of ac_stats and /metrics back to zero (gauges are left alone)';
+
+REVOKE ALL ON FUNCTION ac_stats_reset() FROM PUBLIC;
 
 -- On-demand starts.
 CREATE TABLE ac_start_outbox (
@@ -470,14 +484,21 @@ DECLARE
 	oldest interval;
 	r record;
 BEGIN
+	-- while Temporal does not answer, the namespace and search attribute
+	-- checks fail too: their hint points to the cause
 	RETURN QUERY SELECT t."check", t.ok, t.detail,
 		CASE WHEN t.ok THEN NULL
 			 WHEN t."check" = 'temporal_reachable' THEN
 				'Start Temporal or fix activity_core.temporal_url (and its TLS settings), then SELECT pg_reload_conf().'
+			 WHEN NOT t.reachable THEN
+				'Temporal does not answer: fix the temporal_reachable check first, then look again.'
 			 WHEN t."check" = 'temporal_namespace' THEN
 				'Create the namespace (temporal operator namespace create) or set activity_core.temporal_namespace.'
 			 ELSE 'Register it: temporal operator search-attribute create --name activity_id --type Keyword.' END
-	FROM @extschema@.ac_temporal_health() t;
+	FROM (SELECT h."check", h.ok, h.detail,
+				 coalesce(pg_catalog.bool_or(h.ok) FILTER (WHERE h."check" = 'temporal_reachable') OVER (), false)
+					 AS reachable
+		  FROM @extschema@.ac_temporal_health() h) t;
 
 	IF pg_catalog.current_database() <> served THEN
 		RETURN QUERY SELECT 'workers_database'::text, false,

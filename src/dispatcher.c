@@ -72,6 +72,7 @@ static Drain drains[] = {
 	{"schedule sync", AcSyncScheduleBatch, 0},
 	{"start drain", AcDrainStarts, 0},
 	{"publish drain", AcDrainOutbox, 0},
+	{"outbox measure", AcRefreshOutboxGauges, 0},
 };
 
 /*

@@ -7,7 +7,8 @@
  * that scrapes are answered while the dispatcher and the router are busy
  * talking to Temporal.  It is single-threaded: the listening socket and the
  * worker's latch sit in one WaitEventSet; each connection is read (one
- * request, at most 8 kB, within 2 s in all), answered from the shared counters
+ * request, at most 8 kB, within 2 s in all), answered from shared memory
+ * only (counters, histograms and gauges, see observe.c: no SQL, no lock)
  * and closed.  It binds to activity_core.metrics_listen (host:port, default
  * 127.0.0.1:9090: loopback unless an operator chooses otherwise; empty
  * turns it off) and rebinds when a reload changes it.
@@ -19,6 +20,7 @@
  */
 #include "activity_core.h"
 
+#include <math.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -87,23 +89,43 @@ Listen(const char *listen_on)
 	return fd;
 }
 
-/* The exposition text of the shared counters. */
+/* Append one series (and its family's HELP and TYPE lines) to the text. */
+static void
+AppendSeries(const AcSeries *s, void *arg)
+{
+	StringInfo	buf = (StringInfo) arg;
+	bool		counter = strcmp(s->type, "counter") == 0;
+
+	if (s->first)
+	{
+		appendStringInfo(buf, "# HELP activity_core_%s%s %s\n", s->family,
+						 counter ? "_total" : "", s->help);
+		appendStringInfo(buf, "# TYPE activity_core_%s%s %s\n", s->family,
+						 counter ? "_total" : "", s->type);
+	}
+	appendStringInfo(buf, "activity_core_%s%s", s->family, s->suffix);
+	for (int i = 0; i < s->nlabels; i++)
+		appendStringInfo(buf, "%s%s=\"%s\"", i == 0 ? "{" : ",", s->keys[i], s->values[i]);
+	if (s->nlabels > 0)
+		appendStringInfoChar(buf, '}');
+	if (s->value == floor(s->value) && fabs(s->value) < 1e15)
+		appendStringInfo(buf, " %.0f\n", s->value);
+	else
+		appendStringInfo(buf, " %.12g\n", s->value);
+}
+
+/*
+ * The exposition text: every series of shared memory (observe.c), with a
+ * HELP and a TYPE line per family.  Label values come from fixed sets and
+ * need no escaping.
+ */
 static char *
 MetricsText(void)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	for (int i = 0; i < AC_NUM_COUNTERS; i++)
-	{
-		uint64		v = ac_shared ? pg_atomic_read_u64(&ac_shared->counters[i]) : 0;
-
-		appendStringInfo(&buf, "# TYPE activity_core_%s_total counter\n", ac_counter_names[i]);
-		appendStringInfo(&buf, "activity_core_%s_total " UINT64_FORMAT "\n", ac_counter_names[i], v);
-	}
-	appendStringInfo(&buf, "# TYPE activity_core_router_connected gauge\n"
-					 "activity_core_router_connected %d\n",
-					 ac_shared && pg_atomic_read_u32(&ac_shared->router_state) == AC_ROUTER_CONNECTED);
+	AcEachSeries(AppendSeries, &buf);
 	return buf.data;
 }
 

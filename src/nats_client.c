@@ -24,6 +24,7 @@
 
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "nats_client.h"
 
@@ -364,6 +365,42 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 	return true;
 }
 
+/*
+ * Store the durable consumer's pending counts (its lag) in shared memory,
+ * from consumer info, at most once a second and only while connected; a
+ * failed look leaves the last figures.  The router calls it on its main
+ * loop; the wait is bounded by the JetStream context's 1 s.
+ */
+void
+AcNatsMeasureConsumer(AcNats *n)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	jsConsumerInfo *ci = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	old;
+	uint64		pending = 0;
+	uint64		ack_pending = 0;
+
+	if (n == NULL || (last != 0 && now < TimestampTzPlusMilliseconds(last, 1000)) ||
+		natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+		return;
+	last = now;
+	BlockSignals(&old);
+	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
+	if (s == NATS_OK && ci)
+	{
+		pending = ci->NumPending;
+		ack_pending = (uint64) Max(ci->NumAckPending, 0);
+	}
+	if (ci)
+		jsConsumerInfo_Destroy(ci);
+	RestoreSignals(&old);
+	if (s == NATS_OK)
+		AcSetConsumerPending(pending, ack_pending);
+}
+
 /* Bind a pull subscription to the durable consumer. */
 bool
 AcNatsSubscribe(AcNats *n, char **error)
@@ -453,6 +490,13 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 	}
 	RestoreSignals(&old);
 	/* signals are restored: from here on palloc and elog are safe */
+	if (s == NATS_TIMEOUT)
+		AcCountFailure(AC_OP_PUBLISH, AC_FAIL_TIMEOUT);
+	else if (s != NATS_OK)
+		AcCountFailure(AC_OP_PUBLISH,
+					   s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr ||
+					   (closed && last != NATS_OK && RefusesMessage(last_text)) ?
+					   AC_FAIL_PERMANENT : AC_FAIL_TRANSIENT);
 	*connection_error = (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
 						 s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
 						 s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION ||

@@ -31,6 +31,7 @@ extern void AcNatsShutdown(void);
 extern bool AcNatsEnsureStream(AcNats *n, char **error);
 extern bool AcNatsEnsureConsumer(AcNats *n, char **error);
 extern bool AcNatsSubscribe(AcNats *n, char **error);
+extern void AcNatsMeasureConsumer(AcNats *n);
 extern char *AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 						   const char *data, int len, bool *connection_error,
 						   bool *permanent);

@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "nats_client.h"
 
@@ -39,6 +40,7 @@ typedef struct OutboxRow
 	char	   *msg_id;
 	bytea	   *data;
 	int			attempts;
+	TimestampTz created_at;
 	char	   *error;
 	bool		permanent;		/* NATS refuses this message for good */
 	bool		untried;		/* not sent: the connection failed before it */
@@ -195,7 +197,7 @@ AcDrainOutbox(const char *schema, int limit)
 	MemoryContext cxt = CurrentMemoryContext;
 
 	AcWorkerBegin();
-	ret = SPI_execute(psprintf("SELECT id, subject, msg_id, data, attempts FROM %s.ac_outbox "
+	ret = SPI_execute(psprintf("SELECT id, subject, msg_id, data, attempts, created_at FROM %s.ac_outbox "
 							   "WHERE NOT error_permanent "
 							   "  AND (next_attempt_at IS NULL OR next_attempt_at <= pg_catalog.now()) "
 							   "ORDER BY attempts, id LIMIT %d", q, limit), true, 0);
@@ -215,6 +217,7 @@ AcDrainOutbox(const char *schema, int limit)
 		rows[i].msg_id = pstrdup(SPI_getvalue(tup, desc, 3));
 		rows[i].data = DatumGetByteaPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		rows[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		rows[i].created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	AcWorkerCommit();
@@ -247,6 +250,7 @@ AcDrainOutbox(const char *schema, int limit)
 		if (conn_error)
 		{
 			r->error = conn_error;
+			AcCountFailure(AC_OP_PUBLISH, AC_FAIL_TRANSIENT);
 			continue;
 		}
 		if (max_payload > 0 && size > max_payload)
@@ -254,6 +258,7 @@ AcDrainOutbox(const char *schema, int limit)
 			r->permanent = true;
 			r->error = psprintf("the message is %lld bytes with its headers, over the NATS server's max_payload of %lld bytes",
 								(long long) size, (long long) max_payload);
+			AcCountFailure(AC_OP_PUBLISH, AC_FAIL_PERMANENT);
 			continue;
 		}
 		r->error = AcNatsPublish(pub_nats, r->subject, r->msg_id,
@@ -263,6 +268,8 @@ AcDrainOutbox(const char *schema, int limit)
 		if (r->error == NULL)
 		{
 			AcCount(AC_STAT_EVENTS_PUBLISHED, 1);
+			AcObserveOutboxAge(AC_OUTBOX_PUBLISH,
+							   (double) (GetCurrentTimestamp() - r->created_at) / 1e6);
 			if (i == 0)
 				AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
 		}

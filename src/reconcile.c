@@ -72,6 +72,7 @@ typedef struct RecItem
 	int			retries;
 	int64		revision;		/* of its intent when the table was read */
 	bool		foreign;		/* made by another installation */
+	bool		drifted;		/* missing, changed or orphaned when described */
 } RecItem;
 
 typedef struct RecRun
@@ -172,6 +173,7 @@ RecDone(AcRequest *req, void *arg)
 				it->found = false;
 				if (!it->has_def)
 					return false;
+				it->drifted = true;
 				it->detail = "missing";
 				if (!run->apply || !StillCurrent(run, it))
 					return false;
@@ -196,6 +198,7 @@ RecDone(AcRequest *req, void *arg)
 					return false;
 				}
 				it->detail = it->activity_id ? "no cron definition" : "not a definition id";
+				it->drifted = true;
 				if (!run->apply)
 					return false;
 				it->action = "deleted";
@@ -205,6 +208,7 @@ RecDone(AcRequest *req, void *arg)
 			}
 			if (it->info.drift == NULL || it->info.drift[0] == '\0')
 				return false;
+			it->drifted = true;
 			it->detail = it->info.drift;
 			if (!run->apply || !StillCurrent(run, it))
 				return false;
@@ -445,6 +449,14 @@ Reconcile(const char *schema, bool apply, bool in_worker, RecItem ***items_out, 
 				 items[i]->schedule_id, items[i]->detail);
 	}
 	AcCount(AC_STAT_RECONCILE_RUNS, 1);
+	if (apply)
+	{
+		int			drifted = 0;
+
+		for (int i = 0; i < n; i++)
+			drifted += items[i]->drifted ? 1 : 0;
+		AcReconcileSucceeded(drifted);
+	}
 	*items_out = items;
 	*repairs = run.repairs;
 	return n;

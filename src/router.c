@@ -69,6 +69,7 @@ typedef struct RouterMsg
 	natsMsg    *msg;
 	uint64		stream_seq;
 	uint64		delivered;
+	int64		stored_ns;		/* when JetStream stored it, 0 if unknown */
 	AcEnvelope	env;
 	bool		poison;
 	int			starts;
@@ -159,7 +160,9 @@ StartDone(AcRequest *req, void *arg)
 	StartItem  *it = (StartItem *) req;
 
 	AcCountStart(req->status);
-	if (req->status != AC_T_OK && req->status != AC_T_ALREADY_EXISTS)
+	if (req->status == AC_T_OK || req->status == AC_T_ALREADY_EXISTS)
+		AcObserveEventAge(it->m->stored_ns);
+	else
 	{
 		if (AcTemporalIsTransient(req->status))
 			it->m->failed_transient++;
@@ -502,6 +505,7 @@ ProcessBatch(const char *schema, natsMsgList *list)
 		{
 			m->stream_seq = md->Sequence.Stream;
 			m->delivered = md->NumDelivered;
+			m->stored_ns = md->Timestamp;
 			jsMsgMetaData_Destroy(md);
 		}
 		if (m->delivered == 0)
@@ -685,6 +689,10 @@ ac_router_main(Datum arg)
 				if ((s == NATS_OK || s == NATS_TIMEOUT) &&
 					natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CONNECTED)
 					AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
+				else if (s == NATS_TIMEOUT)
+					AcSetRouterState(AC_ROUTER_FAILING, "the connection to NATS is lost; reconnecting");
+				/* the consumer's lag for /metrics, at most once a second */
+				AcNatsMeasureConsumer(nats);
 				if (s == NATS_OK)
 				{
 					/*

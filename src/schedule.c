@@ -78,6 +78,7 @@ typedef struct SyncItem
 	char	   *now;			/* RFC 3339 at read time */
 	int			attempts;
 	int64		attempted_revision;
+	TimestampTz changed_at;		/* of the intent */
 
 	/* outcome */
 	bool		tried_create;
@@ -383,7 +384,7 @@ ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items
 							   "  coalesce(s.schedule_exists, false), "
 							   "  to_char(s.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
 							   "  to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-							   "  coalesce(s.attempts, 0), coalesce(s.attempted_revision, 0) "
+							   "  coalesce(s.attempts, 0), coalesce(s.attempted_revision, 0), i.changed_at "
 							   "FROM %s.ac_schedule_intents i "
 							   "LEFT JOIN %s.ac_schedule_sync s USING (activity_id) "
 							   "LEFT JOIN %s.ac_activity_definitions d ON d.id = i.activity_id "
@@ -414,6 +415,11 @@ ReadDueItems(const char *schema, int limit, MemoryContext cxt, SyncItem ***items
 		/* the key columns are a uuid and a bigint: always readable */
 		it->id = GetText(r.tup, r.desc, 1);
 		it->revision = pg_strtoint64(SPI_getvalue(r.tup, r.desc, 2));
+		{
+			bool		isnull;
+
+			it->changed_at = DatumGetTimestampTz(SPI_getbinval(r.tup, r.desc, 18, &isnull));
+		}
 		error = AcTryInSubxact(ReadItem, &r);
 		if (error)
 			RefuseItem(it, error);
@@ -439,6 +445,8 @@ RecordOutcome(const char *schema, SyncItem *it)
 
 	if (it->done_ok)
 	{
+		AcObserveOutboxAge(AC_OUTBOX_SCHEDULE,
+						   (double) (GetCurrentTimestamp() - it->changed_at) / 1e6);
 		/* a deleted definition whose schedule is gone leaves no trace */
 		if (!it->is_cron && !it->exists_after)
 		{

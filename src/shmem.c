@@ -63,6 +63,27 @@ const char *const ac_counter_names[AC_NUM_COUNTERS] = {
 	"condition_errors"
 };
 
+/* What each counter counts, for the HELP lines of /metrics and ac_stats. */
+const char *const ac_counter_help[AC_NUM_COUNTERS] = {
+	"Schedule changes recorded by the definitions trigger.",
+	"Schedule changes applied in Temporal.",
+	"Schedule changes that failed for a transient reason and are retried.",
+	"Schedule changes Temporal refused for good.",
+	"Backfill requests sent to Temporal.",
+	"HTTP requests sent to Temporal.",
+	"HTTP requests to Temporal that failed.",
+	"Full reconciles of Temporal against the definitions.",
+	"Schedules created, updated or deleted by reconciles.",
+	"Messages fetched by the router.",
+	"Messages routed and acknowledged.",
+	"Valid events that no definition matched.",
+	"Messages handed back to NATS for a later try.",
+	"Messages written to ac_dead_letters.",
+	"Workflow starts Temporal accepted.",
+	"Workflow starts that found the workflow already there.",
+	"Outbox events published to JetStream."
+};
+
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
@@ -102,6 +123,16 @@ AcShmemStartup(void)
 		pg_atomic_init_u64(&ac_shared->nats_max_payload, 0);
 		for (int i = 0; i < AC_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&ac_shared->counters[i], 0);
+		/* histograms, failure counters and gauges: all 64-bit atomics */
+		{
+			pg_atomic_uint64 *first = (pg_atomic_uint64 *) &ac_shared->temporal_latency[0];
+			pg_atomic_uint64 *end = (pg_atomic_uint64 *) (&ac_shared->gauges + 1);
+
+			StaticAssertStmt(offsetof(AcShared, gauges) + sizeof(AcGauges) ==
+							 sizeof(AcShared), "the gauges end the shared state");
+			for (pg_atomic_uint64 *a = first; a < end; a++)
+				pg_atomic_init_u64(a, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

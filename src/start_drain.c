@@ -23,6 +23,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "temporal.h"
 
@@ -33,6 +34,7 @@ typedef struct StartRow
 	int64		id;
 	char	   *workflow_id;
 	int			attempts;
+	TimestampTz created_at;
 	char	   *refused;		/* why the row cannot be processed, or NULL */
 } StartRow;
 
@@ -90,8 +92,12 @@ RecordStart(int i, void *arg)
 	values[0] = Int64GetDatum(r->id);
 	if (r->refused == NULL &&
 		(r->req.status == AC_T_OK || r->req.status == AC_T_ALREADY_EXISTS))
+	{
 		ret = SPI_execute_with_args(psprintf("DELETE FROM %s.ac_start_outbox WHERE id = $1", q),
 									1, types, values, NULL, false, 0);
+		AcObserveOutboxAge(AC_OUTBOX_START,
+						   (double) (GetCurrentTimestamp() - r->created_at) / 1e6);
+	}
 	else
 	{
 		bool		permanent = r->refused != NULL || !AcTemporalIsTransient(r->req.status);
@@ -181,7 +187,7 @@ AcDrainStarts(const char *schema, int limit)
 
 	AcWorkerBegin();
 	ret = SPI_execute(psprintf("SELECT id, workflow_id, workflow_type, task_queue, argument, "
-							   "  activity_id::text, attempts FROM %s.ac_start_outbox "
+							   "  activity_id::text, attempts, created_at FROM %s.ac_start_outbox "
 							   "WHERE NOT error_permanent AND (next_attempt_at IS NULL "
 							   "  OR next_attempt_at <= pg_catalog.now()) ORDER BY id LIMIT %d",
 							   q, limit), true, 0);
@@ -204,6 +210,11 @@ AcDrainStarts(const char *schema, int limit)
 			/* id and workflow_id are a bigint and a NOT NULL text */
 			r->id = pg_strtoint64(SPI_getvalue(sr.tup, sr.desc, 1));
 			r->workflow_id = pstrdup(SPI_getvalue(sr.tup, sr.desc, 2));
+			{
+				bool		isnull;
+
+				r->created_at = DatumGetTimestampTz(SPI_getbinval(sr.tup, sr.desc, 8, &isnull));
+			}
 			r->refused = AcTryInSubxact(BuildStart, &sr);
 			if (r->refused)
 				AcRequestFree(&r->req);

@@ -241,6 +241,64 @@ StartRequest(AcRequest *req)
 				 errmsg("could not add a curl handle")));
 }
 
+/*
+ * Which operation a request is, from its method and the path after
+ * /namespaces/<ns> (the labels of the latency histogram and the failure
+ * counters).
+ */
+static AcOperation
+OperationOf(const AcRequest *req)
+{
+	const char *path = req->url ? strstr(req->url, "/namespaces/") : NULL;
+	const char *rest;
+	bool		get = strcmp(req->method, "GET") == 0;
+
+	if (path == NULL || strstr(req->url, "/cluster/") != NULL)
+		return req->url && (strstr(req->url, "/system-info") || strstr(req->url, "/cluster/")) ?
+			AC_OP_HEALTH : AC_OP_OTHER;
+	rest = strchr(path + strlen("/namespaces/"), '/');
+	if (rest == NULL)
+		return AC_OP_OTHER;
+	if (strncmp(rest, "/workflows", 10) == 0)
+		return get ? AC_OP_WORKFLOW_LIST : AC_OP_START;
+	if (strncmp(rest, "/schedules", 10) != 0)
+		return AC_OP_OTHER;
+	rest += 10;
+	if (*rest == '\0' || *rest == '?')
+		return AC_OP_SCHEDULE_LIST;
+	if (strcmp(req->method, "DELETE") == 0)
+		return AC_OP_SCHEDULE_DELETE;
+	if (strstr(rest, "/matching-times") != NULL)
+		return AC_OP_SCHEDULE_MATCHING_TIMES;
+	if (strstr(rest, "/patch") != NULL)
+		return AC_OP_SCHEDULE_BACKFILL;
+	if (strstr(rest, "/update") != NULL)
+		return AC_OP_SCHEDULE_UPDATE;
+	return get ? AC_OP_SCHEDULE_DESCRIBE : AC_OP_SCHEDULE_CREATE;
+}
+
+/*
+ * Record a finished request in shared memory: its latency when Temporal
+ * answered, and its failure class when it failed.  "Already exists" and
+ * "not found" are answers the callers act on, not failures.
+ */
+static void
+ObserveRequest(AcRequest *req, CURLcode rc)
+{
+	AcOperation op = OperationOf(req);
+	curl_off_t	us = 0;
+
+	if (rc == CURLE_OK &&
+		curl_easy_getinfo((CURL *) req->easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK)
+		AcObserveLatency(op, (double) us / 1e6);
+	if (rc == CURLE_OPERATION_TIMEDOUT || req->grpc_code == 4)
+		AcCountFailure(op, AC_FAIL_TIMEOUT);
+	else if (AcTemporalIsTransient(req->status))
+		AcCountFailure(op, AC_FAIL_TRANSIENT);
+	else if (req->status == AC_T_INVALID)
+		AcCountFailure(op, AC_FAIL_PERMANENT);
+}
+
 /* Classify a finished request from its transport result and body. */
 static void
 ClassifyRequest(AcRequest *req, CURLcode rc)
@@ -257,15 +315,12 @@ ClassifyRequest(AcRequest *req, CURLcode rc)
 					 req->transport_error, curl_easy_strerror(rc));
 		else
 			snprintf(req->error, sizeof(req->error), "%s", curl_easy_strerror(rc));
-		return;
 	}
-	if (req->http_status == 200)
-	{
+	else if (req->http_status == 200)
 		req->status = AC_T_OK;
-		return;
-	}
-
-	AcParseError(req);
+	else
+		AcParseError(req);
+	ObserveRequest(req, rc);
 }
 
 /* Release every handle and buffer of a batch (error path). */
@@ -299,6 +354,7 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 			reqs[i]->status = AC_T_UNAUTHORIZED;
 			reqs[i]->http_status = 0;
 			strlcpy(reqs[i]->error, key_error, sizeof(reqs[i]->error));
+			AcCountFailure(OperationOf(reqs[i]), AC_FAIL_TRANSIENT);
 			(void) done(reqs[i], arg);
 		}
 		return;

