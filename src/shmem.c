@@ -42,7 +42,7 @@ AcShared   *ac_shared = NULL;
 PG_FUNCTION_INFO_V1(ac_stats);
 
 /* Names of the counters, as ac_stats and /metrics show them. */
-const char *const ac_counter_names[AC_NUM_COUNTERS] = {
+const char *const ac_counter_names[] = {
 	"schedule_changes",
 	"schedules_applied",
 	"schedule_retries",
@@ -64,7 +64,7 @@ const char *const ac_counter_names[AC_NUM_COUNTERS] = {
 };
 
 /* What each counter counts, for the HELP lines of /metrics and ac_stats. */
-const char *const ac_counter_help[AC_NUM_COUNTERS] = {
+const char *const ac_counter_help[] = {
 	"Schedule changes recorded by the definitions trigger.",
 	"Schedule changes applied in Temporal.",
 	"Schedule changes that failed for a transient reason and are retried.",
@@ -81,8 +81,15 @@ const char *const ac_counter_help[AC_NUM_COUNTERS] = {
 	"Messages written to ac_dead_letters.",
 	"Workflow starts Temporal accepted.",
 	"Workflow starts that found the workflow already there.",
-	"Outbox events published to JetStream."
+	"Outbox events published to JetStream.",
+	"Event conditions that raised an error or gave no boolean (no match)."
 };
+
+/* a counter added to AcCounter without its name or help fails the build */
+StaticAssertDecl(lengthof(ac_counter_names) == AC_NUM_COUNTERS,
+				 "ac_counter_names must name every counter");
+StaticAssertDecl(lengthof(ac_counter_help) == AC_NUM_COUNTERS,
+				 "ac_counter_help must describe every counter");
 
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
