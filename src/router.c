@@ -164,12 +164,19 @@ KeepBatchAlive(void *arg)
 	p->last = now;
 }
 
-/* Close NATS and wait for its threads when the process exits. */
+/*
+ * Close NATS and wait for its threads when the process exits; a batch held
+ * at that moment (SIGTERM, a shutdown) is handed back first, so that the
+ * next router gets it in a second rather than one ack wait later.
+ */
 static void
 RouterExit(int code, Datum arg)
 {
 	if (nats)
+	{
+		NakFetched();
 		AcNatsClose(nats);
+	}
 	nats = NULL;
 	AcNatsShutdown();
 }
