@@ -146,3 +146,39 @@ def test_batch_slower_than_the_ack_wait_is_not_delivered_again(restore):
             assert worker_pid(c, ROUTER) == router
         finally:
             js.close()
+
+
+def test_router_that_exits_mid_batch_hands_the_batch_back(restore):
+    """SIGTERM (a shutdown, pg_terminate_backend) while a batch's starts wait on a
+    frozen Temporal: the exiting router naks the batch, so the next router routes
+    it as soon as it runs, not one ack wait (here 60 s) after the last
+    in-progress ack."""
+    etype = f"ackwait.exit.{token()}"
+    with connect() as c:
+        aid = define(c, etype)
+        restore.ids.append(aid)
+        js = JetStream()
+        try:
+            alter_system(c, router_ack_wait="60s")
+            poll(lambda: _eq(ack_wait(js), 60.0), timeout=15)
+            router_ready(js)
+            old = worker_pid(c, ROUTER)
+            freeze_temporal()
+            try:
+                batch = publish_batch(js, old, etype, 5)
+                wait_fetched(js, [s for _, s in batch])
+                assert c.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone()[0]
+                stopped = time.monotonic()
+                worker_pid(c, ROUTER, timeout=20, other_than=old)
+            finally:
+                thaw_temporal()
+            wait_workflows([wid(aid, e) for e, _ in batch], timeout=30)
+            took = time.monotonic() - stopped
+            assert took < 30, f"the batch was routed again only {took:.1f} s after the exit"
+            wait_processed(js, batch[-1][1], timeout=30)
+            for e, _ in batch:
+                assert_one_completed_run(wid(aid, e))
+            wait_runs(aid, [wid(aid, e) for e, _ in batch])
+        finally:
+            alter_system(c, router_ack_wait=None)
+            js.close()

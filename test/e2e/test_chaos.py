@@ -65,12 +65,14 @@ from conftest import (NATS_URL, REPO, STACK, alive, connect, load_stack_env, sig
 load_stack_env()
 
 EVENTS = int(os.environ.get("AC_CHAOS_EVENTS", "300"))
-FULL = EVENTS >= 5000
+FULL = EVENTS >= 1000
+# 1,000 events or more is a full run (make chaos): 20 s of frozen Temporal,
+# 60 s of publishing, chunks of 100; below, the short run of make test
 # Temporal frozen for this long (the request timeout is set below it)
 STALL = float(os.environ.get("AC_CHAOS_STALL", "20" if FULL else "6"))
 # phase 2 is paced to last at least this long, so faults land mid-stream
 PACE = float(os.environ.get("AC_CHAOS_SECONDS", "60" if FULL else "8"))
-SETTLE = float(os.environ.get("AC_CHAOS_SETTLE", "600" if FULL else "90"))
+SETTLE = float(os.environ.get("AC_CHAOS_SETTLE") or max(90.0, EVENTS * 0.12))
 REPORT = Path(os.environ.get("AC_CHAOS_REPORT") or REPO / ".local" / "chaos-report.txt")
 CHUNK = 100 if FULL else 20
 TASK_QUEUE = "chaos-tq"
@@ -487,6 +489,7 @@ def set_settings(db, settings):
 
 
 @pytest.mark.restarts_postgres
+@pytest.mark.timeout(int(300 + 2 * SETTLE + EVENTS * 0.2))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_chaos(scenario):
     fault, fractions, settings = SCENARIOS[scenario]
