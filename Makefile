@@ -4,6 +4,7 @@
 #   make demo / make stop  start / stop the local stack with sample definitions
 #   make mutants           the mutation check of test/mutants (slow)
 #   make fuzz              run the libFuzzer targets (FUZZ_SECONDS=N each)
+#   make chaos             faults under load, 10,000 events per scenario (CHAOS_EVENTS=N)
 #   make asan-test / valgrind-test / analyze   the memory-safety tools
 
 EXTENSION = activity_core
@@ -93,7 +94,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz
+.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz chaos
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -122,3 +123,9 @@ analyze:
 # the fuzz targets of test/fuzz, FUZZ_SECONDS=<n> each (default 180)
 fuzz:
 	PG="$(PG)" FUZZ_SECONDS="$(FUZZ_SECONDS)" bash test/fuzz/run.sh
+
+# test/e2e/test_chaos.py at full size (make test runs it with 300 events per
+# scenario): the stack of test/run.sh, no pg_regress, no fuzzing
+chaos:
+	PG="$(PG)" AC_REGRESS=none AC_FUZZ_SECONDS=0 AC_CHAOS_EVENTS="$(or $(CHAOS_EVENTS),10000)" \
+		AC_PYTEST="-s e2e/test_chaos.py" bash test/run.sh

@@ -54,6 +54,7 @@ extern int	ac_router_batch_size;
 extern int	ac_router_concurrency;
 extern int	ac_router_max_deliveries;
 extern int	ac_router_refresh_interval_s;
+extern int	ac_router_ack_wait_ms;
 extern int	ac_max_event_bytes;
 extern int	ac_reconcile_interval_s;
 extern int	ac_reconcile_concurrency;

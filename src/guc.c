@@ -45,6 +45,7 @@ int			ac_router_batch_size = 256;
 int			ac_router_concurrency = 64;
 int			ac_router_max_deliveries = 10;
 int			ac_router_refresh_interval_s = 60;
+int			ac_router_ack_wait_ms = 5000;
 int			ac_max_event_bytes = 1048576;
 int			ac_reconcile_interval_s = 300;
 int			ac_reconcile_concurrency = 8;
@@ -190,6 +191,9 @@ AcDefineGucs(void)
 	DefineInt("activity_core.router_max_deliveries",
 			  "Deliveries of an event after which a transient failure sends it to the dead letters.",
 			  &ac_router_max_deliveries, 10, 1, 1000, 0);
+	DefineInt("activity_core.router_ack_wait",
+			  "Ack wait of the router's consumer: an event fetched by a router that died is delivered again after this long.",
+			  &ac_router_ack_wait_ms, 5000, 1000, 3600000, GUC_UNIT_MS);
 	DefineInt("activity_core.router_refresh_interval",
 			  "Time after which the router rebuilds its index of event definitions even without a change seen (0 disables).",
 			  &ac_router_refresh_interval_s, 60, 0, 86400, GUC_UNIT_S);

@@ -307,7 +307,9 @@ AcNatsEnsureStream(AcNats *n, char **error)
 /*
  * Make sure the durable pull consumer exists; create it with our defaults
  * when absent.  When it exists with another configuration, warn and leave
- * it alone (other routers may share it).
+ * it alone (other routers may share it).  An ack wait other than
+ * activity_core.router_ack_wait is updated in place (JetStream allows it,
+ * and the consumer keeps its position and its pending messages).
  */
 bool
 AcNatsEnsureConsumer(AcNats *n, char **error)
@@ -319,6 +321,9 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 	sigset_t	old;
 	bool		created = false;
 	bool		foreign = false;
+	int64		ack_wait = (int64) ac_router_ack_wait_ms * 1000000;
+	int64		old_ack_wait = 0;
+	bool		updated = false;
 
 	BlockSignals(&old);
 	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
@@ -330,7 +335,7 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 		cc.Durable = ac_consumer_name;
 		cc.AckPolicy = js_AckExplicit;
 		cc.DeliverPolicy = js_DeliverAll;
-		cc.AckWait = INT64CONST(30) * 1000000000;
+		cc.AckWait = ack_wait;
 		cc.MaxDeliver = -1;
 		cc.MaxAckPending = 10000;
 		cc.FilterSubject = subject;
@@ -343,12 +348,27 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 
 		foreign = c->AckPolicy != js_AckExplicit ||
 			(c->FilterSubject && strcmp(c->FilterSubject, subject) != 0);
+		if (!foreign && c->AckWait != ack_wait)
+		{
+			jsConsumerInfo *fresh = NULL;
+
+			/* the consumer's own configuration with only the ack wait changed */
+			old_ack_wait = c->AckWait;
+			c->AckWait = ack_wait;
+			s = js_UpdateConsumer(&fresh, n->js, ac_stream_name, c, NULL, &jerr);
+			updated = s == NATS_OK;
+			if (fresh)
+				jsConsumerInfo_Destroy(fresh);
+		}
 	}
 	RestoreSignals(&old);
 	/* signals are restored: logging is safe again */
 	if (created)
-		elog(LOG, "activity_core: created consumer %s on stream %s",
-			 ac_consumer_name, ac_stream_name);
+		elog(LOG, "activity_core: created consumer %s on stream %s with ack wait %d ms",
+			 ac_consumer_name, ac_stream_name, ac_router_ack_wait_ms);
+	if (updated)
+		elog(LOG, "activity_core: ack wait of consumer %s changed from " INT64_FORMAT " ms to %d ms",
+			 ac_consumer_name, old_ack_wait / 1000000, ac_router_ack_wait_ms);
 	if (foreign)
 		ereport(WARNING,
 				(errmsg("activity_core: consumer %s exists with another configuration; leaving it alone",

@@ -23,6 +23,12 @@
  * deliveries, then dead letter; Temporal refused a start, or the message
  * is poison -> a row in ac_dead_letters (committed first), then term.
  *
+ * The consumer's ack wait is activity_core.router_ack_wait (short, so that
+ * the batch of a router that died is delivered again within seconds);
+ * while a batch's starts run, the router sends in-progress acks every
+ * third of it from this main thread (a tick of AcTemporalRun), so a slow
+ * Temporal does not get a batch delivered twice.
+ *
  * The index is rebuilt when a relcache invalidation of the definitions
  * table arrives (taken in with AcceptInvalidationMessages() before each
  * batch is routed, as pg_cron does), and at least every
@@ -106,6 +112,14 @@ static TimestampTz index_built_at = 0;
 static volatile bool index_valid = false;
 static Oid	definitions_relid = InvalidOid;
 static HTAB *delivery_counts = NULL;
+static int	consumer_ack_wait_ms = 0;	/* the ack wait the consumer was given */
+
+/* A batch kept alive with in-progress acks while its starts run. */
+typedef struct BatchProgress
+{
+	natsMsgList *list;
+	TimestampTz last;			/* fetch, or the last in-progress acks */
+} BatchProgress;
 
 
 /* Release the fetched batch (safe to call twice). */
@@ -119,8 +133,8 @@ DropFetched(void)
 /*
  * Hand the fetched batch back after a failure: each message not acked yet
  * is redelivered in a second, when the router has recovered, instead of
- * after the consumer's ack wait (30 s).  nats.c skips messages acked
- * already.
+ * after the consumer's ack wait (activity_core.router_ack_wait).  nats.c
+ * skips messages acked already.
  */
 static void
 NakFetched(void)
@@ -130,12 +144,40 @@ NakFetched(void)
 			natsMsg_NakWithDelay(fetched.Msgs[i], 1000, NULL);
 }
 
-/* Close NATS and wait for its threads when the process exits. */
+/*
+ * Tick of AcTemporalRun (main thread): every third of the ack wait, tell
+ * JetStream that the batch is still being worked on (+WPI), so that a slow
+ * Temporal does not make it deliver the batch again while its starts are
+ * still running; a router that dies sends no more, and its batch is
+ * delivered again one ack wait later.
+ */
+static void
+KeepBatchAlive(void *arg)
+{
+	BatchProgress *p = (BatchProgress *) arg;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(p->last, now, Max(ac_router_ack_wait_ms / 3, 100)))
+		return;
+	for (int i = 0; i < p->list->Count; i++)
+		if (p->list->Msgs[i])
+			(void) natsMsg_InProgress(p->list->Msgs[i], NULL);
+	p->last = now;
+}
+
+/*
+ * Close NATS and wait for its threads when the process exits; a batch held
+ * at that moment (SIGTERM, a shutdown) is handed back first, so that the
+ * next router gets it in a second rather than one ack wait later.
+ */
 static void
 RouterExit(int code, Datum arg)
 {
 	if (nats)
+	{
+		NakFetched();
 		AcNatsClose(nats);
+	}
 	nats = NULL;
 	AcNatsShutdown();
 }
@@ -482,9 +524,33 @@ ForgetDelivery(RouterMsg *m)
 	hash_search(delivery_counts, &key, HASH_REMOVE, NULL);
 }
 
-/* Route one fetched batch. */
+/*
+ * Send the starts of a batch, keeping the batch alive with in-progress
+ * acks while they run.
+ */
 static void
-ProcessBatch(const char *schema, natsMsgList *list)
+RunStarts(StartList *sl, natsMsgList *list, TimestampTz fetched_at)
+{
+	BatchProgress *progress = palloc0(sizeof(BatchProgress));
+
+	progress->list = list;
+	progress->last = fetched_at;
+	AcTemporalSetTick(KeepBatchAlive, progress);
+	PG_TRY();
+	{
+		AcTemporalRun((AcRequest **) sl->items, sl->n, ac_router_concurrency,
+					  StartDone, NULL);
+	}
+	PG_FINALLY();
+	{
+		AcTemporalSetTick(NULL, NULL);
+	}
+	PG_END_TRY();
+}
+
+/* Route one fetched batch (fetched at fetched_at). */
+static void
+ProcessBatch(const char *schema, natsMsgList *list, TimestampTz fetched_at)
 {
 	int			n = list->Count;
 	RouterMsg  *msgs = palloc0(sizeof(RouterMsg) * n);
@@ -531,7 +597,7 @@ ProcessBatch(const char *schema, natsMsgList *list)
 	}
 
 	if (sl->n > 0)
-		AcTemporalRun((AcRequest **) sl->items, sl->n, ac_router_concurrency, StartDone, NULL);
+		RunStarts(sl, list, fetched_at);
 	for (int i = 0; i < sl->n; i++)
 		AcRequestFree(&sl->items[i]->req);
 
@@ -606,6 +672,7 @@ RouterConnect(char **error)
 		AcNatsClose(n);
 		return false;
 	}
+	consumer_ack_wait_ms = ac_router_ack_wait_ms;
 	nats = MemoryContextAlloc(TopMemoryContext, sizeof(AcNats));
 	*nats = *n;
 	AcSetRouterState(AC_ROUTER_CONNECTED, NULL);
@@ -684,6 +751,19 @@ ac_router_main(Datum arg)
 				natsStatus	s;
 
 				failures = 0;
+				/* a reload changed activity_core.router_ack_wait */
+				if (consumer_ack_wait_ms != ac_router_ack_wait_ms)
+				{
+					if (AcNatsEnsureConsumer(nats, &error))
+						consumer_ack_wait_ms = ac_router_ack_wait_ms;
+					else
+					{
+						ereport(WARNING,
+								(errmsg("activity_core router: could not change the ack wait: %s",
+										error)));
+						consumer_ack_wait_ms = ac_router_ack_wait_ms;
+					}
+				}
 				RefreshIndex(schema);
 				s = natsSubscription_Fetch(&fetched, nats->sub, ac_router_batch_size, 1000, &jerr);
 				if ((s == NATS_OK || s == NATS_TIMEOUT) &&
@@ -699,9 +779,11 @@ ac_router_main(Datum arg)
 					 * A definition committed while we waited must apply to
 					 * these messages: take in the invalidations again.
 					 */
+					TimestampTz fetched_at = GetCurrentTimestamp();
+
 					RefreshIndex(schema);
 					pgstat_report_activity(STATE_RUNNING, "routing events");
-					ProcessBatch(schema, &fetched);
+					ProcessBatch(schema, &fetched, fetched_at);
 					DropFetched();
 					pgstat_report_activity(STATE_IDLE, NULL);
 				}

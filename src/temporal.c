@@ -185,6 +185,21 @@ WriteBody(char *data, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* called between two waits of AcTemporalRun, on this thread (NULL: none) */
+static AcTemporalTick run_tick = NULL;
+static void *run_tick_arg = NULL;
+
+/*
+ * Have tick(arg) called on the calling thread about every 100 ms while
+ * AcTemporalRun waits for its requests; NULL stops it.
+ */
+void
+AcTemporalSetTick(AcTemporalTick tick, void *arg)
+{
+	run_tick = tick;
+	run_tick_arg = arg;
+}
+
 /* the API key of the requests of the current AcTemporalRun, or NULL */
 static const char *run_api_key = NULL;
 
@@ -406,6 +421,8 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 			if (in_flight > 0)
 				curl_multi_poll(m, NULL, 0, 100, NULL);
 			CHECK_FOR_INTERRUPTS();
+			if (run_tick)
+				run_tick(run_tick_arg);
 		}
 	}
 	PG_CATCH();

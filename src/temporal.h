@@ -77,6 +77,10 @@ extern void AcRequestFree(AcRequest *req);
 extern void AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 						  AcRequestDone done, void *arg);
 
+/* Called on the main thread between two waits of AcTemporalRun. */
+typedef void (*AcTemporalTick) (void *arg);
+extern void AcTemporalSetTick(AcTemporalTick tick, void *arg);
+
 extern bool AcTemporalIsTransient(AcTemporalStatus status);
 extern const char *AcTemporalStatusName(AcTemporalStatus status);
 

@@ -10,6 +10,8 @@
 #   test/stack.sh start-temporal|stop-temporal|restart-temporal STATE
 #                                              (restart keeps Temporal's state)
 #   test/stack.sh reset-temporal STATE         restart Temporal empty (a total loss)
+#   test/stack.sh start-nats STATE             start nats-server on its store (after a kill)
+#   test/stack.sh restart-pg STATE [fast|immediate]   pg_ctl restart in that mode
 #   test/stack.sh worker-start|worker-stop STATE   reference worker (test/worker.py)
 #   test/stack.sh psql STATE [psql args]       psql as postgres against the cluster
 #   test/stack.sh clean STATE                  stop, then delete the state
@@ -601,6 +603,13 @@ main() {
       rm -f "$STATE"/temporal/temporal.db*
       start_temporal; temporal_summary
       ;;
+    start-nats) set_state "${1:-}"; load_config; start_nats; nats_summary ;;
+    restart-pg)
+      set_state "${1:-}"; load_config
+      as_pg "$PGBIN/pg_ctl" restart -D "$PG_BASE/data" -m "${2:-fast}" -w -t 60 \
+        -l "$PG_BASE/postgres.log" >/dev/null
+      pg_summary
+      ;;
     worker-start) set_state "${1:-}"; load_config; start_worker ;;
     worker-stop) set_state "${1:-}"; load_config; stop_worker; note "worker stopped" ;;
     psql)
@@ -608,7 +617,7 @@ main() {
       as_pg "$PGBIN/psql" -h "$PG_BASE" -p "$PG_PORT" -U postgres -d "$DB" "$@"
       ;;
     *)
-      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
       [ -z "$cmd" ] || [ "$cmd" = help ] || [ "$cmd" = -h ] || exit 2
       ;;
   esac
