@@ -37,7 +37,9 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -151,6 +153,15 @@ ac_dispatcher_main(Datum arg)
 		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A busy loop does not wait on the latch, which is where a dead
+		 * postmaster is noticed otherwise: without this check a worker
+		 * orphaned by a killed postmaster would go on starting workflows
+		 * and publishing.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

@@ -370,7 +370,14 @@ def runs_by_workflow(aid):
         path = f"/workflows?pageSize=1000&query={query}"
         if page:
             path += "&nextPageToken=" + urllib.parse.quote(page)
-        status, body = temporal("GET", path)
+        for attempt in range(5):
+            try:
+                status, body = temporal("GET", path, timeout=30)
+                break
+            except OSError:     # a loaded machine: Temporal answers late
+                if attempt == 4:
+                    raise
+                time.sleep(1)
         assert status == 200, f"list workflows of {aid}: HTTP {status} {body}"
         for e in body.get("executions", []):
             out[e["execution"]["workflowId"]] += 1
