@@ -304,7 +304,8 @@ CREATE INDEX ac_dead_letters_stream_seq ON ac_dead_letters (stream_seq);
 -- Standby and several servers: ac_health() says when the server is a standby
 -- (its workers start at promotion) and when activity_core.manage_schedules is
 -- off (another server owns the schedules; ac_sync_status says why a change
--- waits); the router's row carries the note on the stream's replicas.
+-- waits); the router's row carries the note on the stream's replicas;
+-- ac_wait_sync() does not wait for schedule changes this server never applies.
 CREATE OR REPLACE VIEW ac_sync_status AS
 SELECT coalesce(d.id, i.activity_id) AS activity_id,
 	   d.name,
@@ -432,5 +433,112 @@ BEGIN
 	SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_dead_letters WHERE replayed_at IS NULL;
 	RETURN QUERY SELECT 'dead_letters'::text, n = 0, n || ' dead letter(s) not replayed',
 		CASE WHEN n > 0 THEN 'See ac_dead_letters.reason; fix the cause and SELECT ac_replay_dead_letter(id), or delete them.' END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ac_wait_sync(timeout interval DEFAULT '30 seconds') RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	me text := @extschema@.ac_session_id();
+	my_xid xid := pg_catalog.pg_current_xact_id_if_assigned()::text::xid;
+	ids uuid[];
+	revs bigint[];
+	origins text[];
+	max_pub bigint;
+	starts bigint[];
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+	remaining bigint;
+	failure record;
+BEGIN
+	IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'ac_wait_sync needs READ COMMITTED isolation, not %',
+			pg_catalog.current_setting('transaction_isolation')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Under one snapshot for the whole transaction it would never see a change applied; call it in a READ COMMITTED transaction.';
+	END IF;
+	IF my_xid IS NOT NULL AND (
+		EXISTS (SELECT 1 FROM @extschema@.ac_schedule_intents WHERE xmin = my_xid)
+		OR EXISTS (SELECT 1 FROM @extschema@.ac_outbox WHERE xmin = my_xid)
+		OR EXISTS (SELECT 1 FROM @extschema@.ac_start_outbox WHERE xmin = my_xid)) THEN
+		RAISE EXCEPTION 'ac_wait_sync cannot wait for changes made by its own transaction'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Commit the changes first, then call ac_wait_sync().';
+	END IF;
+	SELECT pg_catalog.array_agg(i.activity_id), pg_catalog.array_agg(i.revision),
+		   pg_catalog.array_agg(i.origin)
+	  INTO ids, revs, origins
+	FROM @extschema@.ac_schedule_intents i
+	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
+	WHERE i.revision > coalesce(s.applied_revision, 0)
+	  -- with manage_schedules off another server applies them: never here
+	  AND coalesce(pg_catalog.current_setting('activity_core.manage_schedules', true)::boolean, true);
+	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o WHERE NOT o.error_permanent;
+	SELECT pg_catalog.array_agg(o.id) INTO starts FROM @extschema@.ac_start_outbox o
+	WHERE NOT o.error_permanent;
+	LOOP
+		-- the first failure for good of one of this session's changes
+		SELECT t.id, s.last_error INTO failure
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs), pg_catalog.unnest(origins))
+			AS t(id, rev, origin)
+		JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE t.origin = me AND s.error_permanent AND s.attempted_revision >= t.rev
+		  AND s.applied_revision < t.rev
+		LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'schedule of activity % was not applied: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_sync_status; fix the definition and the dispatcher retries it.';
+		END IF;
+		SELECT o.workflow_id AS id, o.last_error INTO failure
+		FROM @extschema@.ac_start_outbox o
+		WHERE o.id = ANY (starts) AND o.error_permanent AND o.origin = me LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'workflow % was not started: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_start_outbox.';
+		END IF;
+		SELECT o.msg_id AS id, o.last_error INTO failure
+		FROM @extschema@.ac_outbox o
+		WHERE o.id <= max_pub AND o.error_permanent AND o.origin = me LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'event % was not published: %', failure.id, failure.last_error
+				USING ERRCODE = 'external_routine_exception',
+					  HINT = 'See ac_outbox WHERE error_permanent.';
+		END IF;
+		-- what is neither applied nor failed for good
+		SELECT pg_catalog.count(*) INTO remaining
+		FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+		JOIN @extschema@.ac_schedule_intents i ON i.activity_id = t.id
+		LEFT JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+		WHERE coalesce(s.applied_revision, 0) < t.rev
+		  AND NOT (coalesce(s.error_permanent, false) AND s.attempted_revision >= t.rev);
+		remaining := remaining
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_outbox o
+			   WHERE o.id <= max_pub AND NOT o.error_permanent)
+			+ (SELECT pg_catalog.count(*) FROM @extschema@.ac_start_outbox o
+			   WHERE o.id = ANY (starts) AND NOT o.error_permanent);
+		IF remaining = 0 THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			SELECT e.last_error INTO failure FROM (
+				SELECT s.last_error
+				FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(revs)) AS t(id, rev)
+				JOIN @extschema@.ac_schedule_sync s ON s.activity_id = t.id
+				WHERE s.last_error IS NOT NULL AND s.applied_revision < t.rev
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_outbox o
+				WHERE o.id <= max_pub AND o.last_error IS NOT NULL
+				UNION ALL
+				SELECT o.last_error FROM @extschema@.ac_start_outbox o
+				WHERE o.id = ANY (starts) AND o.last_error IS NOT NULL) e
+			LIMIT 1;
+			IF FOUND THEN
+				RAISE WARNING '% change(s) still pending; last error: %', remaining, failure.last_error;
+			END IF;
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.05);
+	END LOOP;
 END
 $$;

@@ -194,7 +194,9 @@ BEGIN
 	  INTO ids, revs, origins
 	FROM @extschema@.ac_schedule_intents i
 	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
-	WHERE i.revision > coalesce(s.applied_revision, 0);
+	WHERE i.revision > coalesce(s.applied_revision, 0)
+	  -- with manage_schedules off another server applies them: never here
+	  AND coalesce(pg_catalog.current_setting('activity_core.manage_schedules', true)::boolean, true);
 	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o WHERE NOT o.error_permanent;
 	SELECT pg_catalog.array_agg(o.id) INTO starts FROM @extschema@.ac_start_outbox o
 	WHERE NOT o.error_permanent;

@@ -256,10 +256,37 @@ class NatsCluster:
         try:
             for i in range(3):
                 self.start(i)
-            poll(lambda: self.assert_jetstream_ready(), 60, 0.5)
+            try:
+                poll(lambda: self.assert_jetstream_ready(), 30, 0.5)
+            except AssertionError:
+                # a node that has not joined in 30 s (a busy machine, a port
+                # held for a moment) is started again, once
+                for i in self.missing_nodes():
+                    self.kill9(i)
+                    self.start(i)
+                poll(lambda: self.assert_jetstream_ready(), 60, 0.5)
+        except AssertionError as err:
+            tails = "\n".join(f"{n}: " + " | ".join(
+                (self.dir / f"{n}.log").read_text(errors="replace").splitlines()[-4:])
+                for n in self.nodes)
+            self.stop_all()
+            raise AssertionError(f"{err}\n{tails}") from err
         except BaseException:
             self.stop_all()
             raise
+
+    def missing_nodes(self):
+        """Nodes that are down or not in the leader's view of the cluster."""
+        peers = set()
+        for i in range(3):
+            try:
+                meta = http_json(f"http://127.0.0.1:{self.monitor_port(i)}/jsz").get("meta_cluster") or {}
+            except AssertionError:
+                continue
+            if meta.get("leader") == self.nodes[i]:
+                peers = {self.nodes[i]} | {r["name"] for r in meta.get("replicas") or []
+                                          if r.get("current")}
+        return [i for i in range(3) if self.procs[i].poll() is not None or self.nodes[i] not in peers]
 
     def assert_jetstream_ready(self):
         for i in range(3):
@@ -267,7 +294,7 @@ class NatsCluster:
                 # the ports lie in the kernel's ephemeral range: a client
                 # socket may hold one for a moment; try again
                 log = (self.dir / f"{self.nodes[i]}.log").read_text(errors="replace")
-                if "address already in use" in log.splitlines()[-1]:
+                if "address already in use" in log:
                     self.start(i)
                 raise AssertionError(f"{self.nodes[i]} exited")
             jsz = http_json(f"http://127.0.0.1:{self.monitor_port(i)}/jsz")
@@ -279,7 +306,8 @@ class NatsCluster:
 
     def kill9(self, i):
         p = self.procs[i]
-        p.send_signal(signal.SIGKILL)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
         p.wait(10)
 
     def stop_all(self):

@@ -160,7 +160,9 @@ def test_two_servers_share_one_consumer_and_one_owns_the_schedules(servers):
     installation_a = ca.execute(
         "SELECT system_identifier || ':' || (SELECT oid FROM pg_database WHERE datname = "
         "current_database()) FROM pg_control_system()").fetchone()[0]
-    body = described(CRON_ID, lambda body: hours(body) == [3] or pytest.fail(hours(body)), 30)
+    def owners_spec(body):
+        assert hours(body) == [3], body["schedule"]["spec"]
+    body = described(CRON_ID, owners_spec, 30)
     memo = payload_value(body["memo"]["fields"]["installation"])
     assert memo == installation_a, memo
     for _ in range(8):          # four reconcile intervals of each server
@@ -175,6 +177,13 @@ def test_two_servers_share_one_consumer_and_one_owns_the_schedules(servers):
     assert "schedules_managed" not in health(ca)
     with pytest.raises(Exception, match="manage_schedules is off"):
         cb.execute("SELECT * FROM ac_sync_schedules()")
+    # ac_wait_sync() there waits for what this server sends, not for schedules
+    eid = unique("wait")
+    cb.execute("SELECT ac_publish('ms.order', '{\"kind\": \"go\"}', %s)", (eid,))
+    t0 = time.monotonic()
+    assert cb.execute("SELECT ac_wait_sync('30s')").fetchone()[0]
+    assert time.monotonic() - t0 < 25
+    assert exactly_once(EVENT_ID, [eid], 60)["missing"] == [], eid
     # the owner deletes it; the other leaves it deleted
     ca.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (CRON_ID,))
     assert ca.execute("SELECT ac_wait_sync('60s')").fetchone()[0]
