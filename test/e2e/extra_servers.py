@@ -121,7 +121,16 @@ class Cluster:
         self.write_conf()
 
     def start(self):
-        as_pg(f"{PGBIN}/pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60")
+        """pg_ctl start; again after a failure, up to five times (the port lies
+        in the kernel's ephemeral range, where a client socket may hold it)."""
+        for attempt in range(5):
+            res = as_pg(f"{PGBIN}/pg_ctl", "start", "-D", str(self.data), "-l", str(self.log),
+                        "-w", "-t", "60", check=False)
+            if res.returncode == 0:
+                return
+            time.sleep(3)
+        tail = "\n".join(self.log_text().splitlines()[-15:])
+        raise AssertionError(f"{self.name} did not start:\n{res.stdout}{res.stderr}\n{tail}")
 
     def stop(self, mode="fast"):
         as_pg(f"{PGBIN}/pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "60", check=False)
