@@ -50,6 +50,8 @@ extern char *ac_nats_tls_key_file;
 extern char *ac_stream_name;
 extern char *ac_subject_prefix;
 extern char *ac_consumer_name;
+extern int	ac_stream_replicas;
+extern bool ac_manage_schedules;
 extern int	ac_router_batch_size;
 extern int	ac_router_concurrency;
 extern int	ac_router_max_deliveries;
@@ -171,6 +173,7 @@ typedef struct AcShared
 	char		router_error[256];
 	pg_atomic_uint32 router_state;
 	char		publisher_error[256];
+	char		stream_note[256];	/* the stream differs from the settings */
 	pg_atomic_uint32 publisher_state;	/* the dispatcher's NATS connection */
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
@@ -193,6 +196,7 @@ extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcSetPublisherState(AcRouterState state, const char *error);
+extern void AcSetStreamNote(const char *note);
 extern void AcBumpEventGeneration(void);
 extern int64 AcNatsMaxPayload(void);
 extern void AcSetNatsMaxPayload(int64 max_payload);

@@ -141,7 +141,10 @@ SELECT coalesce(d.id, i.activity_id) AS activity_id,
 	   coalesce(s.applied_revision, 0) AS applied_revision,
 	   coalesce(i.revision > coalesce(s.applied_revision, 0), false) AS pending,
 	   coalesce(s.attempts, 0) AS attempts,
-	   s.last_error,
+	   coalesce(s.last_error,
+				CASE WHEN i.revision > coalesce(s.applied_revision, 0)
+						  AND NOT coalesce(pg_catalog.current_setting('activity_core.manage_schedules', true)::boolean, true)
+					 THEN 'not synced: activity_core.manage_schedules is off on this server (another server owns the schedules)' END) AS last_error,
 	   CASE WHEN s.last_error IS NULL THEN NULL
 			WHEN s.error_permanent THEN 'permanent' ELSE 'transient' END AS error_kind,
 	   s.next_attempt_at,
@@ -191,7 +194,9 @@ BEGIN
 	  INTO ids, revs, origins
 	FROM @extschema@.ac_schedule_intents i
 	LEFT JOIN @extschema@.ac_schedule_sync s USING (activity_id)
-	WHERE i.revision > coalesce(s.applied_revision, 0);
+	WHERE i.revision > coalesce(s.applied_revision, 0)
+	  -- with manage_schedules off another server applies them: never here
+	  AND coalesce(pg_catalog.current_setting('activity_core.manage_schedules', true)::boolean, true);
 	SELECT pg_catalog.max(o.id) INTO max_pub FROM @extschema@.ac_outbox o WHERE NOT o.error_permanent;
 	SELECT pg_catalog.array_agg(o.id) INTO starts FROM @extschema@.ac_start_outbox o
 	WHERE NOT o.error_permanent;
@@ -483,7 +488,20 @@ DECLARE
 	n bigint;
 	oldest interval;
 	r record;
+	standby boolean := pg_catalog.pg_is_in_recovery();
 BEGIN
+	IF standby THEN
+		RETURN QUERY SELECT 'standby'::text, true,
+			'this server is a standby (in recovery): its background workers start only at promotion, so nothing is routed, published, started or synced from here'::text,
+			'Read ac_health() on the primary; after pg_ctl promote (or SELECT pg_promote()) the workers start by themselves.'::text;
+	END IF;
+	IF NOT coalesce(pg_catalog.current_setting('activity_core.manage_schedules', true)::boolean, true) THEN
+		SELECT pg_catalog.count(*) INTO n FROM @extschema@.ac_sync_status WHERE pending;
+		RETURN QUERY SELECT 'schedules_managed'::text, true,
+			'activity_core.manage_schedules is off: this server neither syncs nor reconciles schedules; '
+				|| n || ' schedule change(s) wait here',
+			'Exactly one server that shares the Temporal namespace must have activity_core.manage_schedules = on; turn it on here only when that server is gone.'::text;
+	END IF;
 	-- while Temporal does not answer, the namespace and search attribute
 	-- checks fail too: their hint points to the cause
 	RETURN QUERY SELECT t."check", t.ok, t.detail,
@@ -513,6 +531,7 @@ BEGIN
 			WHEN 'connected' THEN 'the router is connected to ' || nats || ' and consuming '
 				|| pg_catalog.current_setting('activity_core.stream_name') || '/'
 				|| pg_catalog.current_setting('activity_core.consumer_name')
+				|| coalesce('; ' || r.error, '')
 			WHEN 'failing' THEN 'the router cannot use NATS at ' || nats || ': ' || coalesce(r.error, 'unknown error')
 			ELSE 'the router has not reported on NATS at ' || nats || ' yet' END,
 		CASE WHEN r.state = 'connected' THEN NULL
@@ -531,11 +550,12 @@ BEGIN
 											   ('activity_core router', 'router_running')) AS w(name, label) LOOP
 		SELECT pg_catalog.count(*) INTO n FROM pg_catalog.pg_stat_activity a
 		WHERE a.backend_type = r.name AND a.datname = served;
-		RETURN QUERY SELECT r.label::text, n > 0,
+		RETURN QUERY SELECT r.label::text, n > 0 OR standby,
 			CASE WHEN n > 0 THEN 'running for database ' || served
+				 WHEN standby THEN 'not running: this server is a standby; the workers start at promotion'
 				 WHEN NOT preloaded THEN 'not running: activity_core is not in shared_preload_libraries'
 				 ELSE 'not running for database ' || served || ' (it restarts 5 s after a crash; see the server log)' END,
-			CASE WHEN n > 0 THEN NULL
+			CASE WHEN n > 0 OR standby THEN NULL
 				 WHEN NOT preloaded THEN 'Add activity_core to shared_preload_libraries and restart PostgreSQL.'
 				 ELSE 'Look for "activity_core" errors in the server log.' END;
 	END LOOP;

@@ -19,7 +19,10 @@
  * error recovery: one that fails is retried a second later while the
  * others go on, and within a drain a row that cannot be processed becomes
  * a permanent failure of that row (see worker_xact.c).  While the
- * extension is not installed in the database the worker idles.
+ * extension is not installed in the database the worker idles.  With
+ * activity_core.manage_schedules off it neither applies schedule intents
+ * nor reconciles (another server owns the schedules); the intents wait, and
+ * the first loop after the setting is turned on reconciles.
  *
  * IDENTIFICATION
  *	  src/dispatcher.c
@@ -34,7 +37,9 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -65,14 +70,15 @@ typedef struct Drain
 {
 	const char *what;
 	int			(*fn) (const char *schema, int limit);
+	bool	   *when;			/* runs only while this is true; NULL: always */
 	TimestampTz retry_at;		/* after a failure, not before this */
 } Drain;
 
 static Drain drains[] = {
-	{"schedule sync", AcSyncScheduleBatch, 0},
-	{"start drain", AcDrainStarts, 0},
-	{"publish drain", AcDrainOutbox, 0},
-	{"outbox measure", AcRefreshOutboxGauges, 0},
+	{"schedule sync", AcSyncScheduleBatch, &ac_manage_schedules, 0},
+	{"start drain", AcDrainStarts, NULL, 0},
+	{"publish drain", AcDrainOutbox, NULL, 0},
+	{"outbox measure", AcRefreshOutboxGauges, NULL, 0},
 };
 
 /*
@@ -86,6 +92,8 @@ RunDrain(Drain *d, const char *schema)
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int handled = 0;
 
+	if (d->when != NULL && !*d->when)
+		return 0;
 	if (d->retry_at > 0 && GetCurrentTimestamp() < d->retry_at)
 		return 0;
 	PG_TRY();
@@ -146,6 +154,15 @@ ac_dispatcher_main(Datum arg)
 		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A busy loop does not wait on the latch, which is where a dead
+		 * postmaster is noticed otherwise: without this check a worker
+		 * orphaned by a killed postmaster would go on starting workflows
+		 * and publishing.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -159,9 +176,14 @@ ac_dispatcher_main(Datum arg)
 			/* the schema lives in loop_cxt: nothing to free on any path */
 			schema = LoopSchema();
 			now = GetCurrentTimestamp();
+			if (!ac_manage_schedules)
+			{
+				/* another server owns the schedules: reconcile once it is on */
+				last_reconcile = 0;
+			}
 			if (schema == NULL)
 				sleep_ms = 5000;
-			else if (ac_reconcile_interval_s > 0 &&
+			else if (ac_manage_schedules && ac_reconcile_interval_s > 0 &&
 					 now >= ReconcileDue(last_reconcile, reconcile_failed))
 			{
 				/* at start and every reconcile_interval; sooner after a failure */

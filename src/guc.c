@@ -41,6 +41,8 @@ char	   *ac_nats_tls_key_file = NULL;
 char	   *ac_stream_name = NULL;
 char	   *ac_subject_prefix = NULL;
 char	   *ac_consumer_name = NULL;
+int			ac_stream_replicas = 1;
+bool		ac_manage_schedules = true;
 int			ac_router_batch_size = 256;
 int			ac_router_concurrency = 64;
 int			ac_router_max_deliveries = 10;
@@ -181,6 +183,9 @@ AcDefineGucs(void)
 	DefineCheckedString("activity_core.consumer_name",
 						"Durable pull consumer the router reads from.",
 						&ac_consumer_name, "activity-core-event-router", CheckNatsName);
+	DefineInt("activity_core.stream_replicas",
+			  "Replicas of the stream when the router or the dispatcher creates it (a NATS cluster keeps that many copies).",
+			  &ac_stream_replicas, 1, 1, 5, 0);
 	DefineInt("activity_core.router_batch_size",
 			  "Messages the router fetches at once.",
 			  &ac_router_batch_size, 256, 1, 10000, 0);
@@ -207,6 +212,10 @@ AcDefineGucs(void)
 	DefineInt("activity_core.reconcile_concurrency",
 			  "Describe requests a reconcile keeps in flight at once.",
 			  &ac_reconcile_concurrency, 8, 1, 1024, 0);
+	DefineCustomBoolVariable("activity_core.manage_schedules",
+							 "Whether this server syncs and reconciles the Temporal schedules of cron definitions.",
+							 NULL, &ac_manage_schedules, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineString("activity_core.metrics_listen",
 				 "host:port of the Prometheus /metrics endpoint; empty disables it.",
 				 &ac_metrics_listen, "127.0.0.1:9090", 0);

@@ -95,12 +95,13 @@ Setting(const char *value)
 static char *
 SettingsKey(void)
 {
-	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s",
+	return psprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d",
 					Setting(ac_nats_url), Setting(ac_nats_user),
 					Setting(ac_nats_password_file), Setting(ac_nats_credentials_file),
 					Setting(ac_nats_tls_ca_file), Setting(ac_nats_tls_cert_file),
 					Setting(ac_nats_tls_key_file), Setting(ac_stream_name),
-					Setting(ac_subject_prefix), Setting(ac_consumer_name));
+					Setting(ac_subject_prefix), Setting(ac_consumer_name),
+					ac_stream_replicas);
 }
 
 /* Did a reload change a setting connection n was made with? */
@@ -244,8 +245,12 @@ AcNatsShutdown(void)
 }
 
 /*
- * Make sure the stream exists; create it with our defaults when absent.
- * When it exists with other subjects, warn and leave it alone.
+ * Make sure the stream exists; create it with our defaults when absent,
+ * with activity_core.stream_replicas replicas.  When it exists with other
+ * subjects, warn and leave it alone.  When it exists with another number
+ * of replicas, leave it too (other routers may share it, and scaling a
+ * stream is the NATS operator's call): warn once per connection and note
+ * it in shared memory, which ac_health() shows.
  */
 bool
 AcNatsEnsureStream(AcNats *n, char **error)
@@ -257,6 +262,7 @@ AcNatsEnsureStream(AcNats *n, char **error)
 	sigset_t	old;
 	bool		created = false;
 	bool		foreign = false;
+	int64		replicas = ac_stream_replicas;
 
 	BlockSignals(&old);
 	s = js_GetStreamInfo(&si, n->js, ac_stream_name, NULL, &jerr);
@@ -274,12 +280,16 @@ AcNatsEnsureStream(AcNats *n, char **error)
 		sc.MaxAge = INT64CONST(7) * 24 * 3600 * 1000000000;
 		sc.Duplicates = INT64CONST(2) * 60 * 1000000000;
 		sc.Discard = js_DiscardOld;
+		sc.Replicas = ac_stream_replicas;
 		s = js_AddStream(&si, n->js, &sc, NULL, &jerr);
 		created = s == NATS_OK;
 	}
 	else if (s == NATS_OK && si && si->Config)
 	{
 		bool		covers = false;
+
+		/* the server reports 0 for a stream made without a count: one copy */
+		replicas = Max(si->Config->Replicas, 1);
 
 		for (int i = 0; i < si->Config->SubjectsLen; i++)
 			if (strcmp(si->Config->Subjects[i], subject) == 0)
@@ -289,7 +299,21 @@ AcNatsEnsureStream(AcNats *n, char **error)
 	RestoreSignals(&old);
 	/* signals are restored: logging is safe again */
 	if (created)
-		elog(LOG, "activity_core: created stream %s on %s", ac_stream_name, subject);
+		elog(LOG, "activity_core: created stream %s on %s with %d replica(s)",
+			 ac_stream_name, subject, ac_stream_replicas);
+	if (s == NATS_OK && replicas != ac_stream_replicas)
+	{
+		char	   *note = psprintf("stream %s has " INT64_FORMAT " replica(s), activity_core.stream_replicas asks for %d; the stream is left as it is",
+									ac_stream_name, replicas, ac_stream_replicas);
+
+		ereport(WARNING,
+				(errmsg("activity_core: %s", note),
+				 errhint("Change the stream's replicas on the NATS side (nats stream edit %s --replicas %d), or set activity_core.stream_replicas to match.",
+						 ac_stream_name, ac_stream_replicas)));
+		AcSetStreamNote(note);
+	}
+	else if (s == NATS_OK)
+		AcSetStreamNote(NULL);
 	if (foreign)
 		ereport(WARNING,
 				(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",

@@ -509,6 +509,12 @@ ac_sync_schedules(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("ac_sync_schedules needs READ COMMITTED isolation"),
 				 errhint("Under REPEATABLE READ or SERIALIZABLE it could delete the schedules of definitions created meanwhile.")));
+	if (!ac_manage_schedules)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("activity_core.manage_schedules is off on this server"),
+				 errdetail("Another server owns the Temporal schedules of these definitions."),
+				 errhint("Run ac_sync_schedules() on the server that owns the schedules, or set activity_core.manage_schedules = on here once no other server manages them.")));
 	InitMaterializedSRF(fcinfo, 0);
 	schema = SqlSchema();
 	n = Reconcile(schema, true, false, &items, &repairs);

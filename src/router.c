@@ -54,6 +54,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -705,6 +706,15 @@ ac_router_main(Datum arg)
 		volatile long sleep_ms = 0;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A busy loop does not wait on the latch, which is where a dead
+		 * postmaster is noticed otherwise: without this check a worker
+		 * orphaned by a killed postmaster would go on starting workflows
+		 * and publishing.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

@@ -5,7 +5,7 @@
  *	  counters behind ac_stats and /metrics.
  *
  * Locking: a spinlock guards the last NATS error texts of the router and
- * of the dispatcher's publisher; nothing else
+ * of the dispatcher's publisher, and the note on the stream; nothing else
  * needs one.  The dispatcher publishes its PGPROC number with
  * an atomic store when it starts and clears it when it exits; backends
  * read it atomically and set that process's latch.  Counters are 64-bit
@@ -288,7 +288,25 @@ AcSetPublisherState(AcRouterState state, const char *error)
 	pg_atomic_write_u32(&ac_shared->publisher_state, (uint32) state);
 }
 
-/* A (state, error) row from one of the NATS states in shared memory. */
+/*
+ * Record how the stream differs from the settings (its replicas), or clear
+ * it with NULL; ac_router_status() shows it as the error of a connected
+ * router.
+ */
+void
+AcSetStreamNote(const char *note)
+{
+	if (ac_shared == NULL)
+		return;
+	SpinLockAcquire(&ac_shared->mutex);
+	strlcpy(ac_shared->stream_note, note ? note : "", sizeof(ac_shared->stream_note));
+	SpinLockRelease(&ac_shared->mutex);
+}
+
+/*
+ * A (state, error) row from one of the NATS states in shared memory; while
+ * the router is connected, its error column carries the note on the stream, if any.
+ */
 static Datum
 NatsStatusRow(FunctionCallInfo fcinfo, bool publisher)
 {
@@ -309,6 +327,8 @@ NatsStatusRow(FunctionCallInfo fcinfo, bool publisher)
 	state = pg_atomic_read_u32(publisher ? &ac_shared->publisher_state : &ac_shared->router_state);
 	SpinLockAcquire(&ac_shared->mutex);
 	strlcpy(error, publisher ? ac_shared->publisher_error : ac_shared->router_error, sizeof(error));
+	if (!publisher && state == AC_ROUTER_CONNECTED)
+		strlcpy(error, ac_shared->stream_note, sizeof(error));
 	SpinLockRelease(&ac_shared->mutex);
 	values[0] = CStringGetTextDatum(state == AC_ROUTER_CONNECTED ? "connected" :
 									state == AC_ROUTER_FAILING ? "failing" : "unknown");

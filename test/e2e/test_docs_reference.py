@@ -67,6 +67,8 @@ def test_every_setting_is_documented_with_its_real_default(conn):
         boot, unit, vartype = rows[name]
         if vartype == "string":
             assert (boot == "" and default == "empty") or boot == default, (name, boot, default)
+        elif vartype == "bool":
+            assert boot == default, (name, boot, default)
         elif unit:
             kind, factor = UNITS[{"8kB": "kB"}.get(unit, unit)]
             assert in_base_units(default) == (kind, int(boot) * factor), (name, boot, unit, default)
