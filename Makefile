@@ -41,6 +41,7 @@ OBJS = \
 	src/trigger.o \
 	src/validate.o \
 	src/wakeup.o \
+	src/watch.o \
 	src/worker_xact.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
