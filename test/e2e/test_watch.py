@@ -173,3 +173,49 @@ def test_watch_survives_pg_dump_and_restore(conn):
     finally:
         for db in (src, dst1, dst2):
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_watch_cannot_be_steered_by_search_path_or_shadowing_objects(conn):
+    """A table owner who controls search_path and plants a temporary
+    ac_outbox and functions named like the extension's (which would make
+    them superuser) watches a table: the trigger is the extension's, the
+    row change reaches the extension's ac_outbox, nothing of theirs ran as
+    the owner, and they still cannot attach ac_watch_trigger by hand."""
+    t = token()
+    role, schema = f"ac_w_evil_{t}", f"w_evil_{t}"
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    conn.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
+    conn.execute(f"GRANT EXECUTE ON FUNCTION ac_watch(regclass, text, text[], text[]) TO {role}")
+    try:
+        with psycopg.connect() as c:
+            c.execute(f"SET ROLE {role}")
+            c.execute(f"CREATE TABLE {schema}.orders (id int, status text)")
+            evil = (f"CREATE FUNCTION {{s}}.{{f}} RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    f"BEGIN ALTER ROLE {role} SUPERUSER; RETURN NULL; END $$")
+            c.execute(evil.format(s=schema, f="ac_watch_trigger()"))
+            c.execute(evil.format(s="pg_temp", f="ac_watch_trigger()"))
+            c.execute("CREATE TEMP TABLE ac_outbox (subject text, msg_id text, data bytea)")
+            c.execute(f"SET search_path = pg_temp, {schema}, public")
+            assert c.execute(f"SELECT public.ac_watch('{schema}.orders', 'evil.order')").fetchone()[0] \
+                == "evil.order"
+            c.execute(f"INSERT INTO {schema}.orders VALUES (1, 'open')")
+            assert c.execute("SELECT count(*) FROM pg_temp.ac_outbox").fetchone()[0] == 0
+            c.execute("RESET ROLE")
+            got = c.execute("SELECT subject, convert_from(data, 'UTF8')::jsonb -> 'payload' "
+                            "FROM public.ac_outbox WHERE subject = 'activity.evil.order'").fetchall()
+            assert got == [("activity.evil.order", {"op": "insert", "table": f"{schema}.orders",
+                                                    "new": {"id": 1, "status": "open"}})], got
+            ours = c.execute(f"SELECT tgfoid = 'public.ac_watch_trigger()'::regprocedure FROM pg_trigger "
+                             f"WHERE tgrelid = '{schema}.orders'::regclass").fetchall()
+            assert ours == [(True,)], ours
+            c.execute(f"SET ROLE {role}")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(f"CREATE TRIGGER by_hand AFTER INSERT ON {schema}.orders "
+                          "FOR EACH ROW EXECUTE FUNCTION public.ac_watch_trigger('x.y')")
+            c.rollback()
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s",
+                            (role,)).fetchone()[0] is False
+    finally:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION ac_watch(regclass, text, text[], text[]) FROM {role}")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
