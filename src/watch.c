@@ -394,11 +394,18 @@ GetCache(FunctionCallInfo fcinfo, Relation rel)
 		{
 			SPIPlanPtr	plan;
 			Oid			types[3] = {TEXTOID, TEXTOID, BYTEAOID};
+			Oid			save_userid;
+			int			save_sec;
 
+			/* as the owner: the writer may lack USAGE on the schema */
+			GetUserIdAndSecContext(&save_userid, &save_sec);
+			SetUserIdAndSecContext(c->outbox_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
 			plan = SPI_prepare(psprintf("INSERT INTO %s.ac_outbox (subject, msg_id, data) VALUES ($1, $2, $3)",
 										quote_identifier(get_namespace_name(nsp))), 3, types);
 			if (plan == NULL)
 				elog(ERROR, "could not prepare the outbox insert: %s", SPI_result_code_string(SPI_result));
+			SetUserIdAndSecContext(save_userid, save_sec);
 			if (SPI_keepplan(plan) != 0)
 				elog(ERROR, "could not keep the outbox insert");
 			if (outbox_plan)

@@ -219,3 +219,31 @@ def test_watch_cannot_be_steered_by_search_path_or_shadowing_objects(conn):
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         conn.execute(f"REVOKE EXECUTE ON FUNCTION ac_watch(regclass, text, text[], text[]) FROM {role}")
         conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_writers_need_no_right_on_the_extension_schema(conn):
+    """With the extension in a schema the writing role may not even use, a
+    row change of a watched table still reaches the outbox."""
+    t = token()
+    db, role = f"wpriv_{t}", f"ac_w_writer_{t}"
+    conn.execute(f"CREATE DATABASE {db}")
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        with psycopg.connect(dbname=db, autocommit=True) as d:
+            d.execute("CREATE SCHEMA ac")
+            d.execute("CREATE EXTENSION activity_core SCHEMA ac")
+            d.execute("CREATE TABLE public.orders (id int, status text)")
+            d.execute("SELECT ac.ac_watch('public.orders')")
+            d.execute(f"GRANT INSERT ON public.orders TO {role}")
+        with psycopg.connect(dbname=db) as d:
+            d.execute(f"SET ROLE {role}")
+            assert d.execute("SELECT has_schema_privilege('ac', 'USAGE')").fetchone()[0] is False
+            d.execute("INSERT INTO public.orders VALUES (1, 'open')")
+            d.execute("RESET ROLE")
+            got = d.execute("SELECT subject, convert_from(data, 'UTF8')::jsonb -> 'payload' -> 'new' "
+                            "FROM ac.ac_outbox").fetchall()
+            assert got == [("activity.row.public.orders", {"id": 1, "status": "open"})], got
+            d.rollback()
+    finally:
+        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
