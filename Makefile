@@ -43,6 +43,7 @@ OBJS = \
 	src/trigger.o \
 	src/validate.o \
 	src/wakeup.o \
+	src/watch.o \
 	src/worker_xact.o
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

@@ -294,6 +294,9 @@ extern char *AcNatsNameProblem(const char *name);
 struct JsonbContainer;
 extern int	AcJsonbDepth(struct JsonbContainer *c, int limit);
 
+/* What ac_publish() refuses, for other writers of ac_outbox (publish_check.c) */
+extern void AcCheckEventBytes(const char *id, int64 bytes);
+
 /* Time zone names (timezone.c) */
 extern const char *AcCanonicalTimezone(const char *name);
 

@@ -399,6 +399,43 @@ REVOKE ALL ON FUNCTION ac_publish(text, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_replay_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_outbox_wake() FROM PUBLIC;
 
+-- Table watches: committed row changes of a user's table become events
+-- through ac_outbox; a watch is the table's trigger ac_watch (watch.c).
+CREATE FUNCTION ac_watch_trigger() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'ac_watch_trigger'
+	LANGUAGE C;
+
+CREATE FUNCTION ac_watch(tbl regclass, event_type text DEFAULT NULL,
+	operations text[] DEFAULT '{insert,update,delete}', columns text[] DEFAULT NULL)
+	RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_watch'
+	LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ac_watch(regclass, text, text[], text[]) IS
+	'Publish the committed row changes of a table as events {op, table, new, old}; returns the event type';
+
+CREATE FUNCTION ac_unwatch(tbl regclass) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'ac_unwatch'
+	LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION ac_unwatch(regclass) IS
+	'Stop publishing the row changes of a table; false when it was not watched';
+
+CREATE FUNCTION ac_watch_list(OUT tbl regclass, OUT event_type text, OUT operations text[],
+	OUT columns text[], OUT enabled boolean)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ac_watch_list'
+	LANGUAGE C STABLE;
+
+CREATE VIEW ac_watches AS SELECT * FROM @extschema@.ac_watch_list();
+
+COMMENT ON VIEW ac_watches IS
+	'The watched tables: event type, operations, published columns (NULL: all), trigger enabled';
+
+REVOKE ALL ON FUNCTION ac_watch_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_watch(regclass, text, text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ac_unwatch(regclass) FROM PUBLIC;
+
 -- every series of /metrics: counters, failure counters, histograms as
 -- bucket rows (_bucket, _sum, _count), gauges
 CREATE FUNCTION ac_stats_series(OUT name text, OUT value bigint, OUT labels jsonb,

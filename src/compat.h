@@ -93,4 +93,11 @@ pg_strtoint64(const char *s)
 #define AcCreateWaitEventSet(nevents) CreateWaitEventSet(CurrentMemoryContext, (nevents))
 #endif
 
+/* does a role own a relation (or is it a superuser)? object_ownercheck since 16 */
+#if PG_VERSION_NUM >= 160000
+#define AcRelationOwnerCheck(relid, roleid) object_ownercheck(RelationRelationId, (relid), (roleid))
+#else
+#define AcRelationOwnerCheck(relid, roleid) pg_class_ownercheck((relid), (roleid))
+#endif
+
 #endif							/* AC_COMPAT_H */

@@ -222,7 +222,7 @@ IsPredicate(JsonPath *path)
  * PostgreSQL prints it once parsed.  Refuses (SQLSTATE 22023) a syntax
  * error, naming its position; a path that is not a predicate; a path with
  * variables (the router has none to give); and one over
- * AC_MAX_CONDITION_BYTES.
+ * AC_MAX_CONDITION_BYTES as given or as normalised.
  */
 char *
 AcNormaliseCondition(const char *text)
@@ -230,6 +230,7 @@ AcNormaliseCondition(const char *text)
 	char	   *error = NULL;
 	JsonPath   *path;
 	JsonPathItem root;
+	char	   *normal;
 
 	if (strlen(text) > AC_MAX_CONDITION_BYTES)
 		ereport(ERROR,
@@ -268,7 +269,15 @@ AcNormaliseCondition(const char *text)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("trigger_config.condition %s uses a variable", AcShortValue(text)),
 				 errhint("A condition sees only the payload ($); write values as literals.")));
-	return DatumGetCString(DirectFunctionCall1(jsonpath_out, PointerGetDatum(path)));
+	/* the limit holds for the stored form too, or it would be refused next time */
+	normal = DatumGetCString(DirectFunctionCall1(jsonpath_out, PointerGetDatum(path)));
+	if (strlen(normal) > AC_MAX_CONDITION_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("trigger_config.condition is longer than %d bytes (AC_MAX_CONDITION_BYTES) once normalised",
+						AC_MAX_CONDITION_BYTES),
+				 errhint("PostgreSQL prints the parsed path with parentheses and quoted keys; keep conditions short.")));
+	return normal;
 }
 
 /*

@@ -77,7 +77,6 @@ ac_check_publish(PG_FUNCTION_ARGS)
 	char	   *problem = type ? AcEventTypeProblem(type) : "it is null";
 	int			depth;
 	int64		bytes;
-	int64		max_payload;
 
 	if (problem)
 		ereport(ERROR,
@@ -103,6 +102,20 @@ ac_check_publish(PG_FUNCTION_ARGS)
 
 	bytes = (int64) strlen(JsonbToCString(NULL, &payload->root, VARSIZE(payload))) +
 		strlen(id) + strlen(type) + ENVELOPE_OVERHEAD;
+	AcCheckEventBytes(id, bytes);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Refuse an event of about bytes bytes (its envelope) that the router would
+ * dead-letter or NATS refuse; ac_check_publish() and the table watch
+ * trigger (watch.c) call it.
+ */
+void
+AcCheckEventBytes(const char *id, int64 bytes)
+{
+	int64		max_payload;
+
 	if (bytes > ac_max_event_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -115,5 +128,4 @@ ac_check_publish(PG_FUNCTION_ARGS)
 				 errmsg("the event is about %lld bytes with its envelope and headers, over the NATS server's max_payload of %lld bytes",
 						(long long) AcNatsMessageSize(id, (int) bytes), (long long) max_payload),
 				 errhint("Raise max_payload in nats-server's configuration, or keep payloads small and pass references to large data.")));
-	PG_RETURN_VOID();
 }
