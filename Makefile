@@ -4,6 +4,8 @@
 #   make demo / make stop  start / stop the local stack with sample definitions
 #   make mutants           the mutation check of test/mutants (slow)
 #   make fuzz              run the libFuzzer targets (FUZZ_SECONDS=N each)
+#   make bench             every benchmark on a stack of its own; figures to
+#                          bench/results/ and docs/benchmarks.md (QUICK=1: < 5 min)
 #   make asan-test / valgrind-test / analyze   the memory-safety tools
 
 EXTENSION = activity_core
@@ -25,6 +27,8 @@ OBJS = \
 	src/limits.o \
 	src/metrics.o \
 	src/nats_client.o \
+	src/nats_publish.o \
+	src/publish.o \
 	src/publish_check.o \
 	src/publish_drain.o \
 	src/reconcile.o \
@@ -91,7 +95,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz
+.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz bench
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -116,6 +120,10 @@ valgrind-test:
 # gcc -fanalyzer over src/ (no PostgreSQL needed beyond its headers)
 analyze:
 	PG="$(PG)" bash test/analyze.sh
+
+# the benchmarks of bench/ (bench/README.md), the figures into docs/benchmarks.md
+bench:
+	PG="$(PG)" QUICK="$(QUICK)" bash bench/run.sh all
 
 # the fuzz targets of test/fuzz, FUZZ_SECONDS=<n> each (default 180)
 fuzz:

@@ -300,3 +300,10 @@ REVOKE ALL ON FUNCTION ac_publisher_status() FROM PUBLIC;
 -- Dead letters: the router looks up the dead letter of a redelivered
 -- message by its stream sequence before it writes another one.
 CREATE INDEX ac_dead_letters_stream_seq ON ac_dead_letters (stream_seq);
+
+-- Performance: ac_publish() in C (checks, envelope and the outbox row in
+-- one call, the INSERT prepared once per backend).
+CREATE OR REPLACE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
+RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_publish'
+	LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -175,10 +175,25 @@ AcEventIndexSize(AcEventIndex *idx)
 	return idx ? idx->ndefs : 0;
 }
 
-/* The enabled definitions that match an envelope (a List of AcEventDef). */
-List *
-AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload)
+/*
+ * Does deciding whether d matches look into the payload?  Only then is the
+ * payload turned into jsonb (AcEnvelopePayload); a definition with a
+ * jsonpath condition will need it too.
+ */
+bool
+AcDefinitionNeedsPayload(const AcEventDef *d)
 {
+	return !d->match_all;
+}
+
+/*
+ * The enabled definitions that match an envelope (a List of AcEventDef).
+ * The payload becomes jsonb only if a definition of the type needs it.
+ */
+List *
+AcMatchEvent(AcEventIndex *idx, AcEnvelope *env)
+{
+	const char *type = env->type;
 	char		key[TYPE_KEY_SIZE];
 	IndexEntry *e;
 	List	   *out = NIL;
@@ -194,7 +209,7 @@ AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload)
 
 		if (strcmp(d->event_type, type) != 0)
 			continue;
-		if (d->match_all || Contains(payload, d->filters))
+		if (!AcDefinitionNeedsPayload(d) || Contains(AcEnvelopePayload(env), d->filters))
 			out = lappend(out, d);
 	}
 	return out;
@@ -256,7 +271,7 @@ ac_explain_match(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	schema = AcExtensionSchema();
 	idx = AcBuildEventIndex(schema, CurrentMemoryContext);
-	matched = AcMatchEvent(idx, env.type, env.payload);
+	matched = AcMatchEvent(idx, &env);
 
 	hash_seq_init(&seq, idx->types);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -277,7 +292,7 @@ ac_explain_match(PG_FUNCTION_ARGS)
 				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
 														 d->event_type, env.type));
 			else
-				values[3] = CStringGetTextDatum(FailingKey(d, env.payload));
+				values[3] = CStringGetTextDatum(FailingKey(d, AcEnvelopePayload(&env)));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
