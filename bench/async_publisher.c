@@ -54,6 +54,8 @@ main(int argc, char **argv)
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = atoi(argv[7]);
 	jo.PublishAsync.ErrHandler = on_error;
+	/* on a busy machine the window can stay full for a while: wait, do not fail */
+	jo.PublishAsync.StallWait = 10000;
 	if (natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK ||
 		natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
 	{
@@ -64,6 +66,7 @@ main(int argc, char **argv)
 	for (long i = 0; i < count; i++)
 	{
 		int			len;
+		natsStatus	s;
 
 		snprintf(id, sizeof(id), "%s-%ld", argv[5], i);
 		len = snprintf(buf, sizeof(buf),
@@ -72,7 +75,9 @@ main(int argc, char **argv)
 					   argv[3], argv[4], id);
 		jsPubOptions_Init(&po);
 		po.MsgId = id;
-		if (js_PublishAsync(js, argv[2], buf, len, &po) != NATS_OK)
+		while ((s = js_PublishAsync(js, argv[2], buf, len, &po)) == NATS_TIMEOUT)
+			;
+		if (s != NATS_OK)
 		{
 			fprintf(stderr, "publish failed: %s\n", nats_GetLastError(NULL));
 			return 1;

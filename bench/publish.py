@@ -170,8 +170,10 @@ def drain(conn):
           f"stream gained {got}")
     base = stream_messages()
     out = subprocess.run([binary, os.environ["AC_NATS_URL"], "activity.bench.drain", "bench.drain", PAYLOAD,
-                          f"async-{tag}", str(n), "256"], capture_output=True, text=True, check=True).stdout
-    cnt, asecs, failed = out.split()
+                          f"async-{tag}", str(n), "256"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"async_publisher failed: {out.stderr}")
+    cnt, asecs, failed = out.stdout.split()
     got2 = stream_messages() - base
     async_rate = int(cnt) / float(asecs)
     print(f"   nats.c async publisher: {cnt} in {float(asecs):.2f} s = {async_rate:.0f} events/s "
