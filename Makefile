@@ -16,6 +16,7 @@ OBJS = \
 	src/activity_core.o \
 	src/bench.o \
 	src/catalog.o \
+	src/condition.o \
 	src/cron.o \
 	src/cron_sql.o \
 	src/dispatcher.o \

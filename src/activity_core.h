@@ -90,6 +90,7 @@ typedef enum AcCounter
 	AC_STAT_WORKFLOWS_STARTED,	/* workflow starts Temporal accepted */
 	AC_STAT_WORKFLOWS_ALREADY_STARTED,	/* starts that found the workflow there */
 	AC_STAT_EVENTS_PUBLISHED,	/* outbox events published to JetStream */
+	AC_STAT_CONDITION_ERRORS,	/* conditions that raised an error or gave no boolean */
 	AC_NUM_COUNTERS
 } AcCounter;
 
@@ -171,6 +172,10 @@ extern char **AcEachRowIsolated(int n, AcEachRowFn fn, void *arg);
 struct JsonbValue;
 extern const char *AcJsonTypeName(struct JsonbValue *v);
 extern Datum AcNormaliseTriggerConfig(const char *trigger_type, Datum config);
+
+/* Event conditions: the check at the statement (condition.c) */
+#define AC_MAX_CONDITION_BYTES 8192
+extern char *AcNormaliseCondition(const char *text);
 
 /* Identifier limits of Temporal and NATS (limits.c) */
 #define AC_TEMPORAL_MAX_ID_BYTES 1000	/* Temporal's limit.maxIDLength default */

@@ -5,9 +5,12 @@
  *	  and ac_explain_match(), the same matcher called from SQL.
  *
  * The index holds the enabled event definitions keyed by event type.  A
- * definition matches an envelope when the type is equal and payload @>
- * filters; the containment test is PostgreSQL's own jsonb_contains, so the
- * answer is exactly the one SQL's @> gives.  The router never queries the
+ * definition matches an envelope when the type is equal, payload @>
+ * filters, and its condition (if any) holds: the containment test is
+ * PostgreSQL's own jsonb_contains and the condition PostgreSQL's own
+ * jsonb_path_match (condition.c), so the answer is exactly the one SQL
+ * gives.  Conditions are parsed once, when the index is built, and run
+ * only for definitions whose type and filters matched.  The router never queries the
  * table per event: it rebuilds the index when a relcache invalidation of
  * ac_activity_definitions reaches it, which the statement trigger
  * ac_definitions_invalidate() queues (wakeup.c).
@@ -81,6 +84,14 @@ ReadDef(HeapTuple tup, TupleDesc desc)
 		d->filters = DatumGetJsonbPCopy(filters);
 	d->match_all = JB_ROOT_COUNT(d->filters) == 0;
 	d->enabled = SPI_getvalue(tup, desc, 8)[0] == 't';
+	d->condition_text = SPI_getvalue(tup, desc, 9);
+	if (d->condition_text)
+	{
+		d->condition = AcParseCondition(d->condition_text, &d->condition_error);
+		if (d->condition == NULL)
+			elog(WARNING, "activity_core: the condition of event definition %s does not parse, so it matches nothing: %s",
+				 d->id, d->condition_error);
+	}
 	return d;
 }
 
@@ -91,7 +102,8 @@ FillEventIndex(AcEventIndex *idx, const char *schema)
 	int			ret;
 
 	ret = SPI_execute(psprintf("SELECT id::text, name, workflow_type, task_queue, input::text, "
-							   "  trigger_config->>'event_type', trigger_config->'filters', enabled "
+							   "  trigger_config->>'event_type', trigger_config->'filters', enabled, "
+							   "  trigger_config->>'condition' "
 							   "FROM %s.ac_activity_definitions WHERE trigger_type = 'event' "
 							   "ORDER BY id", quote_identifier(schema)), true, 0);
 	if (ret != SPI_OK_SELECT)
@@ -176,28 +188,50 @@ AcEventIndexSize(AcEventIndex *idx)
 }
 
 /*
- * Does deciding whether d matches look into the payload?  Only then is the
- * payload turned into jsonb (AcEnvelopePayload); a definition with a
- * jsonpath condition will need it too.
+ * Does the definition's condition hold for the payload?  No condition
+ * holds always; one that does not parse, errs or gives no boolean does
+ * not (*why says which, for ac_explain_match).
+ */
+static AcCondResult
+ConditionHolds(AcEventDef *d, Jsonb *payload, char **error)
+{
+	if (d->condition_text == NULL)
+		return AC_COND_TRUE;
+	if (d->condition == NULL)
+	{
+		if (error)
+			*error = d->condition_error;
+		return AC_COND_ERROR;
+	}
+	return AcEvalCondition(d->condition, payload, error);
+}
+
+/*
+ * Does deciding whether d matches look into the payload (non-empty
+ * filters, or a condition)?  Only then is the payload turned into jsonb
+ * (AcEnvelopePayload).
  */
 bool
 AcDefinitionNeedsPayload(const AcEventDef *d)
 {
-	return !d->match_all;
+	return !d->match_all || d->condition_text != NULL;
 }
 
 /*
- * The enabled definitions that match an envelope (a List of AcEventDef).
- * The payload becomes jsonb only if a definition of the type needs it.
+ * The enabled definitions that match an envelope (a List of AcEventDef);
+ * with count, a condition that errs or gives no boolean is counted in
+ * condition_errors.  The payload becomes jsonb only if a definition of
+ * the type needs it.
  */
-List *
-AcMatchEvent(AcEventIndex *idx, AcEnvelope *env)
+static List *
+MatchList(AcEventIndex *idx, AcEnvelope *env, bool count)
 {
 	const char *type = env->type;
 	char		key[TYPE_KEY_SIZE];
 	IndexEntry *e;
 	List	   *out = NIL;
 	ListCell   *lc;
+	Jsonb	   *payload;
 
 	strlcpy(key, type, sizeof(key));
 	e = hash_search(idx->types, key, HASH_FIND, NULL);
@@ -209,10 +243,30 @@ AcMatchEvent(AcEventIndex *idx, AcEnvelope *env)
 
 		if (strcmp(d->event_type, type) != 0)
 			continue;
-		if (!AcDefinitionNeedsPayload(d) || Contains(AcEnvelopePayload(env), d->filters))
+		if (!AcDefinitionNeedsPayload(d))
+		{
 			out = lappend(out, d);
+			continue;
+		}
+		payload = AcEnvelopePayload(env);
+		if (d->match_all || Contains(payload, d->filters))
+		{
+			AcCondResult c = ConditionHolds(d, payload, NULL);
+
+			if (c == AC_COND_TRUE)
+				out = lappend(out, d);
+			else if (c != AC_COND_FALSE && count)
+				AcCount(AC_STAT_CONDITION_ERRORS, 1);
+		}
 	}
 	return out;
+}
+
+/* The router's matcher: the enabled definitions that match an envelope. */
+List *
+AcMatchEvent(AcEventIndex *idx, AcEnvelope *env)
+{
+	return MatchList(idx, env, true);
 }
 
 /* Explain why a definition does not match: the first filter key that fails. */
@@ -244,6 +298,26 @@ FailingKey(AcEventDef *d, Jsonb *payload)
 	return pstrdup("filters do not match the payload");
 }
 
+/* Explain why a definition whose filters matched does not: its condition. */
+static char *
+ConditionReason(AcEventDef *d, Jsonb *payload)
+{
+	char	   *error = NULL;
+
+	switch (ConditionHolds(d, payload, &error))
+	{
+		case AC_COND_TRUE:
+			break;
+		case AC_COND_FALSE:
+			return psprintf("condition %s is false", d->condition_text);
+		case AC_COND_UNKNOWN:
+			return psprintf("condition %s gives no boolean (unknown)", d->condition_text);
+		case AC_COND_ERROR:
+			return psprintf("condition %s failed: %s", d->condition_text, error);
+	}
+	return pstrdup("the index changed while it was explained");
+}
+
 /*
  * ac_explain_match(envelope jsonb) returns setof (activity_id, name,
  * matches, reason): the router's own decision for every event definition.
@@ -271,7 +345,8 @@ ac_explain_match(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	schema = AcExtensionSchema();
 	idx = AcBuildEventIndex(schema, CurrentMemoryContext);
-	matched = AcMatchEvent(idx, &env);
+	/* the router's matcher, without counting in the router's statistics */
+	matched = MatchList(idx, &env, false);
 
 	hash_seq_init(&seq, idx->types);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -291,8 +366,10 @@ ac_explain_match(PG_FUNCTION_ARGS)
 			else if (strcmp(d->event_type, env.type) != 0)
 				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
 														 d->event_type, env.type));
-			else
+			else if (!d->match_all && !Contains(AcEnvelopePayload(&env), d->filters))
 				values[3] = CStringGetTextDatum(FailingKey(d, AcEnvelopePayload(&env)));
+			else
+				values[3] = CStringGetTextDatum(ConditionReason(d, AcEnvelopePayload(&env)));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

@@ -14,6 +14,7 @@
 
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/jsonpath.h"
 
 /* A parsed envelope; reason is set when the message is poison. */
 typedef struct AcEnvelope
@@ -39,7 +40,19 @@ typedef struct AcEventDef
 	Jsonb	   *filters;
 	bool		match_all;		/* empty filters */
 	bool		enabled;
+	char	   *condition_text; /* trigger_config.condition, or NULL */
+	JsonPath   *condition;		/* parsed once, when the index is built */
+	char	   *condition_error;	/* why a stored condition does not parse */
 } AcEventDef;
+
+/* What a condition says about one payload (condition.c) */
+typedef enum AcCondResult
+{
+	AC_COND_TRUE,
+	AC_COND_FALSE,
+	AC_COND_UNKNOWN,			/* no single boolean: jsonb_path_match gives NULL */
+	AC_COND_ERROR				/* the executor raised an error */
+} AcCondResult;
 
 typedef struct AcEventIndex AcEventIndex;
 
@@ -56,5 +69,9 @@ extern void AcFreeEventIndex(AcEventIndex *idx);
 extern int	AcEventIndexSize(AcEventIndex *idx);
 extern bool AcDefinitionNeedsPayload(const AcEventDef *d);
 extern List *AcMatchEvent(AcEventIndex *idx, AcEnvelope *env);
+
+/* Conditions (condition.c) */
+extern JsonPath *AcParseCondition(const char *text, char **error);
+extern AcCondResult AcEvalCondition(JsonPath *condition, Jsonb *payload, char **error);
 
 #endif							/* AC_EVENTS_H */

@@ -366,6 +366,10 @@ TryRoute(RouterMsg *m, StartList *sl, MemoryContext cxt)
 		ErrorData  *edata;
 
 		MemoryContextSwitchTo(cxt);
+		/* a cancel or out of memory is the router's, not the message's */
+		if (geterrcode() == ERRCODE_QUERY_CANCELED ||
+			ERRCODE_TO_CATEGORY(geterrcode()) == ERRCODE_INSUFFICIENT_RESOURCES)
+			PG_RE_THROW();
 		edata = CopyErrorData();
 		FlushErrorState();
 		m->poison = true;
@@ -695,14 +699,26 @@ ac_router_main(Datum arg)
 				}
 				else if (s != NATS_TIMEOUT)
 				{
+					char	   *why = AcNatsError(s);
+
 					DropFetched();
 					ereport(WARNING,
-							(errmsg("activity_core router: fetch failed: %s", AcNatsError(s))));
-					AcSetRouterState(AC_ROUTER_FAILING, AcNatsError(s));
+							(errmsg("activity_core router: fetch failed: %s", why)));
+					AcSetRouterState(AC_ROUTER_FAILING, why);
+
+					/*
+					 * A closed connection, or a consumer that is gone (the
+					 * server says "Consumer Deleted" once, when the consumer
+					 * or its stream is deleted, and the subscription never
+					 * delivers again): connect afresh, which creates the
+					 * stream and the consumer when they are missing.
+					 */
 					if (s == NATS_CONNECTION_CLOSED || s == NATS_NOT_FOUND ||
+						strstr(why, "Consumer Deleted") != NULL ||
 						natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CLOSED)
 					{
 						AcNatsClose(nats);
+						pfree(nats);
 						nats = NULL;
 					}
 					sleep_ms = 1000;

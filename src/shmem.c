@@ -59,7 +59,8 @@ const char *const ac_counter_names[AC_NUM_COUNTERS] = {
 	"events_dead_lettered",
 	"workflows_started",
 	"workflows_already_started",
-	"events_published"
+	"events_published",
+	"condition_errors"
 };
 
 #if PG_VERSION_NUM >= 150000

@@ -366,8 +366,9 @@ static Jsonb *
 NormaliseEvent(Jsonb *config)
 {
 	static const char *example = "{\"event_type\": \"order.created\", \"filters\": {\"region\": \"eu\"}}";
-	ConfigKey	keys[] = {{.name = "event_type"}, {.name = "filters"}};
+	ConfigKey	keys[] = {{.name = "event_type"}, {.name = "filters"}, {.name = "condition"}};
 	char	   *type;
+	char	   *condition;
 	StringInfoData buf;
 
 	ReadConfig(config, "event", keys, lengthof(keys), example);
@@ -406,6 +407,10 @@ NormaliseEvent(Jsonb *config)
 	}
 	else
 		appendStringInfoString(&buf, "{}");
+	/* a jsonpath predicate over the payload, stored as PostgreSQL prints it */
+	condition = RequireString(&keys[2], "event", "{\"condition\": \"$.amount > 100\"}", false);
+	if (condition)
+		AppendPair(&buf, "condition", AcNormaliseCondition(condition));
 	appendStringInfoChar(&buf, '}');
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
