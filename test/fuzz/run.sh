@@ -54,7 +54,7 @@ $CLANG $CFLAGS -fsanitize=fuzzer -I"$REPO/src" "$FUZZ/fuzz_cron.c" "$REPO/src/cr
 # the server was built with gcc: clang ignores its gnu_printf format attribute
 PGINC="-Wno-ignored-attributes -I$REPO/src -I$FUZZ -I$("$PG_CONFIG" --includedir-server) -DAC_VERSION=\"$EXTVERSION\""
 objs=()
-for f in src/catalog.c src/cron.c src/envelope.c src/ids.c src/limits.c src/temporal_json.c src/timezone.c src/validate.c \
+for f in src/catalog.c src/condition.c src/cron.c src/envelope.c src/ids.c src/limits.c src/temporal_json.c src/timezone.c src/validate.c \
          test/fuzz/fuzz_driver.c test/fuzz/fuzz_envelope.c test/fuzz/fuzz_temporal.c \
          test/fuzz/fuzz_validate.c; do
   o=$OUT/obj/$(basename "$f" .c).o
