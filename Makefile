@@ -5,6 +5,8 @@
 #   make mutants           the mutation check of test/mutants (slow)
 #   make fuzz              run the libFuzzer targets (FUZZ_SECONDS=N each)
 #   make chaos             faults under load, 10,000 events per scenario (CHAOS_EVENTS=N)
+#   make bench             every benchmark on a stack of its own; figures to
+#                          bench/results/ and docs/benchmarks.md (QUICK=1: < 5 min)
 #   make asan-test / valgrind-test / analyze   the memory-safety tools
 
 EXTENSION = activity_core
@@ -27,7 +29,9 @@ OBJS = \
 	src/limits.o \
 	src/metrics.o \
 	src/nats_client.o \
+	src/nats_publish.o \
 	src/observe.o \
+	src/publish.o \
 	src/publish_check.o \
 	src/publish_drain.o \
 	src/reconcile.o \
@@ -95,7 +99,7 @@ $(OBJS): $(wildcard src/*.h)
 $(EXTENSION)--$(EXTVERSION).sql: src/$(EXTENSION).sql $(EXTENSION).control
 	cp $< $@
 
-.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz chaos
+.PHONY: test demo stop mutants asan-test valgrind-test analyze fuzz chaos bench
 # PG=<major> (14 to 18) runs against that PostgreSQL; default 18 (15 is Debian's)
 test:
 	PG="$(PG)" AC_PYTEST="$(AC_PYTEST)" AC_REGRESS="$(AC_REGRESS)" bash test/run.sh
@@ -120,6 +124,10 @@ valgrind-test:
 # gcc -fanalyzer over src/ (no PostgreSQL needed beyond its headers)
 analyze:
 	PG="$(PG)" bash test/analyze.sh
+
+# the benchmarks of bench/ (bench/README.md), the figures into docs/benchmarks.md
+bench:
+	PG="$(PG)" QUICK="$(QUICK)" bash bench/run.sh all
 
 # the fuzz targets of test/fuzz, FUZZ_SECONDS=<n> each (default 180)
 fuzz:

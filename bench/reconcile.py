@@ -14,7 +14,9 @@ import time
 
 import psycopg
 
-N = int(os.environ.get("BENCH_RECONCILE_N", "10000"))
+from common import QUICK, save
+
+N = int(os.environ.get("BENCH_RECONCILE_N", "1000" if QUICK else "10000"))
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
@@ -47,6 +49,7 @@ def main():
             FROM generate_series(1, NNN) g""".replace("NNN", str(N)))
         created = wait_applied(conn)
         print(f"setup: dispatcher created {N} schedules in {created:.1f} s ({N/created:.0f}/s)")
+        figures = {"n": N, "created_s": created, "in_sync": []}
 
         for conc in [int(c) for c in os.environ.get("BENCH_RECONCILE_CONCURRENCY", "8,32").split(",")]:
             conn.execute(f"ALTER SYSTEM SET activity_core.reconcile_concurrency = {conc}")
@@ -55,6 +58,7 @@ def main():
             elapsed, actions = timed_sync(conn)
             print(f"reconcile of {N} in-sync definitions, {conc} requests in flight: {elapsed:.1f} s, "
                   f"{N/elapsed:.0f} describe requests/s, actions taken: {actions or 'none'}")
+            figures["in_sync"].append({"concurrency": conc, "seconds": elapsed})
         conn.execute("ALTER SYSTEM RESET activity_core.reconcile_concurrency")
         conn.execute("SELECT pg_reload_conf()")
 
@@ -63,8 +67,11 @@ def main():
         elapsed, actions = timed_sync(conn)
         print(f"reconcile after total loss (Temporal restarted empty): {elapsed:.1f} s to recreate, "
               f"{N/elapsed:.0f} schedules/s, actions: {actions}")
+        figures["recreate_s"] = elapsed
         elapsed, actions = timed_sync(conn)
         print(f"reconcile right after: {elapsed:.1f} s, actions taken: {actions or 'none'}")
+        figures["after_s"] = elapsed
+        save("reconcile", **figures)
         conn.execute("ALTER SYSTEM RESET activity_core.reconcile_interval")
         conn.execute("SELECT pg_reload_conf()")
 

@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
-N = int(os.environ.get("BENCH_N", "1000"))
+from common import QUICK, save
+
+N = int(os.environ.get("BENCH_N", "200" if QUICK else "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 
 INSERT = """
@@ -140,11 +142,15 @@ def main():
         print(f"dispatcher, concurrent ({CONCURRENCY} in flight): {N} schedules applied in {con[1]:.2f} s "
               f"= {N/con[1]:.0f} schedules/s; deleted in {con[2]:.2f} s; errors {con[3]}")
         print(f"speed-up of the concurrent client: {seq[1]/con[1]:.2f}x")
+        save("schedules", n=N, commit_ms=mw * 1000, commit_plain_ms=mo * 1000, commit_ratio=mw / mo,
+             sequential_per_s=N / seq[1], concurrent_per_s=N / con[1], concurrency=CONCURRENCY,
+             speedup=seq[1] / con[1])
         d1 = direct_client(1)
         dn = direct_client(CONCURRENCY)
         print(f"direct HTTP client without the extension, same server: 1 connection {N/d1[0]:.0f} schedules/s, "
               f"{CONCURRENCY} connections {N/dn[0]:.0f} schedules/s (errors {d1[1]}+{dn[1]}): "
               f"the server's own ceiling for concurrency is {d1[0]/dn[0]:.2f}x")
+        save("schedules", direct_1_per_s=N / d1[0], direct_n_per_s=N / dn[0], direct_speedup=d1[0] / dn[0])
         set_concurrency(conn, CONCURRENCY)
         conn.execute("ALTER SYSTEM RESET activity_core.temporal_concurrency")
         conn.execute("SELECT pg_reload_conf()")

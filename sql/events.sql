@@ -47,6 +47,15 @@ SELECT ac_check_publish('order.created', '{}', 'fine');
 BEGIN;
 SELECT ac_publish('order.created', '{"region": "eu"}', 'fixed-id') AS event_id;
 SELECT subject, msg_id, convert_from(data, 'UTF8')::jsonb - 'occurred_at' AS envelope FROM ac_outbox;
+-- the envelope is, byte for byte, the jsonb text of the same object
+SELECT convert_from(data, 'UTF8') = jsonb_build_object('event_id', 'fixed-id', 'type', 'order.created',
+	'payload', '{"region": "eu"}'::jsonb, 'occurred_at', now(), 'source', 'activity_core')::text AS same_text
+FROM ac_outbox;
+SELECT ac_publish('order.created', '{"q": "a\"b\u00e9\n", "n": [1.50, null, true]}', E'id \u00e9 "x"') AS escaped_id;
+SELECT convert_from(data, 'UTF8') = jsonb_build_object('event_id', E'id \u00e9 "x"', 'type', 'order.created',
+	'payload', '{"q": "a\"b\u00e9\n", "n": [1.50, null, true]}'::jsonb, 'occurred_at', now(),
+	'source', 'activity_core')::text AS same_text_escaped
+FROM ac_outbox WHERE msg_id = E'id \u00e9 "x"';
 ROLLBACK;
 SELECT count(*) AS outbox_after_rollback FROM ac_outbox;
 

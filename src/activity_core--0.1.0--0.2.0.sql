@@ -612,3 +612,10 @@ COMMENT ON VIEW ac_watches IS
 REVOKE ALL ON FUNCTION ac_watch_trigger() FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_watch(regclass, text, text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ac_unwatch(regclass) FROM PUBLIC;
+
+-- Performance: ac_publish() in C (checks, envelope and the outbox row in
+-- one call, the INSERT prepared once per backend).
+CREATE OR REPLACE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
+RETURNS text
+	AS 'MODULE_PATHNAME', 'ac_publish'
+	LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

@@ -348,24 +348,12 @@ CREATE FUNCTION ac_check_publish(event_type text, payload jsonb, event_id text) 
 COMMENT ON FUNCTION ac_check_publish(text, jsonb, text) IS
 	'Raises the error ac_publish() gives for these arguments, if any';
 
--- Publish an event to <prefix>.<event_type> once the transaction commits.
+-- Publish an event to <prefix>.<event_type> once the transaction commits:
+-- the checks of ac_check_publish, the envelope and the ac_outbox row, in C.
 CREATE FUNCTION ac_publish(event_type text, payload jsonb, event_id text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	id text := coalesce(event_id, pg_catalog.gen_random_uuid()::text);
-	prefix text := coalesce(pg_catalog.current_setting('activity_core.subject_prefix', true), 'activity');
-BEGIN
-	PERFORM @extschema@.ac_check_publish(event_type, payload, id);
-	INSERT INTO @extschema@.ac_outbox (subject, msg_id, data)
-	VALUES (prefix || '.' || event_type, id,
-			pg_catalog.convert_to(pg_catalog.jsonb_build_object(
-				'event_id', id, 'type', event_type, 'payload', payload,
-				'occurred_at', pg_catalog.now(), 'source', 'activity_core')::text, 'UTF8'));
-	PERFORM @extschema@.ac_outbox_wake();
-	RETURN id;
-END
-$$;
+	AS 'MODULE_PATHNAME', 'ac_publish'
+	LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 -- Re-publish a dead letter (after fixing raw if needed) through the outbox.
 CREATE FUNCTION ac_replay_dead_letter(id bigint) RETURNS text

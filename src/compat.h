@@ -86,6 +86,15 @@ pg_strtoint64(const char *s)
 	makeJsonLexContextCstringLen((json), (len), PG_UTF8, true)
 #endif
 
+/* JSON semantic actions return an error code since 16 */
+#if PG_VERSION_NUM >= 160000
+#define AC_JSON_ACTION JsonParseErrorType
+#define AC_JSON_DONE return JSON_SUCCESS
+#else
+#define AC_JSON_ACTION void
+#define AC_JSON_DONE return
+#endif
+
 /* a wait event set: 17 ties it to a resource owner, not a memory context */
 #if PG_VERSION_NUM >= 170000
 #define AcCreateWaitEventSet(nevents) CreateWaitEventSet(NULL, (nevents))

@@ -10,6 +10,12 @@
  * (specversion, id, type, data) is read as the same thing.  Anything else
  * is poison, with a reason.
  *
+ * One pass of PostgreSQL's own JSON parser checks the envelope as jsonb_in
+ * would (numbers through numeric_in, strings de-escaped) and picks out the
+ * top-level members; the payload stays text until a definition of the
+ * event's type needs to look into it (AcEnvelopePayload), so an event
+ * nobody filters on is never turned into jsonb.
+ *
  * IDENTIFICATION
  *	  src/envelope.c
  *
@@ -27,35 +33,203 @@
 /* longest event_id that still fits a Temporal workflow id */
 #define MAX_EVENT_ID 900
 
-/* Find a string member of a jsonb object; NULL when absent. */
-static JsonbValue *
-GetKey(Jsonb *obj, const char *key)
+/* The top-level members an envelope is read from. */
+typedef enum EnvKey
 {
-	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), NULL);
+	KEY_OTHER,
+	KEY_EVENT_ID,
+	KEY_ID,
+	KEY_TYPE,
+	KEY_SPECVERSION,
+	KEY_PAYLOAD,
+	KEY_DATA,
+	NUM_KEYS
+} EnvKey;
+
+/* What the parse found of one top-level member (the last one, as jsonb keeps). */
+typedef struct EnvMember
+{
+	bool		present;
+	const char *type;			/* "a string", "an object", ... (AcJsonTypeName's words) */
+	char	   *string;			/* the de-escaped value, when a string */
+	const char *start;			/* the value's text, when an object or array */
+	const char *end;
+} EnvMember;
+
+/* The state of the parse. */
+typedef struct EnvParse
+{
+	JsonLexContext *lex;
+	int			depth;
+	bool		root_seen;
+	bool		root_object;
+	EnvKey		field;			/* the top-level member being read */
+	EnvMember	members[NUM_KEYS];
+} EnvParse;
+
+/* Which member a top-level key names. */
+static EnvKey
+KeyOf(const char *name)
+{
+	static const char *const names[NUM_KEYS] = {
+		NULL, "event_id", "id", "type", "specversion", "payload", "data"
+	};
+
+	for (int k = 1; k < NUM_KEYS; k++)
+		if (strcmp(name, names[k]) == 0)
+			return (EnvKey) k;
+	return KEY_OTHER;
+}
+
+/* An object or array starts. */
+static void
+ContainerStart(EnvParse *p, bool object)
+{
+	if (!p->root_seen)
+	{
+		p->root_seen = true;
+		p->root_object = object;
+	}
+	else if (p->depth == 1 && p->field != KEY_OTHER)
+	{
+		EnvMember  *m = &p->members[p->field];
+
+		m->present = true;
+		m->type = object ? "an object" : "an array";
+		m->string = NULL;
+		m->start = p->lex->token_start;
+		m->end = NULL;
+	}
+	p->depth++;
+}
+
+/* An object or array ends: the lexer has just read its closing bracket. */
+static void
+ContainerEnd(EnvParse *p)
+{
+	p->depth--;
+	if (p->depth == 1 && p->field != KEY_OTHER)
+		p->members[p->field].end = p->lex->prev_token_terminator;
+}
+
+/* Semantic action: an object starts. */
+static AC_JSON_ACTION
+OnObjectStart(void *state)
+{
+	ContainerStart((EnvParse *) state, true);
+	AC_JSON_DONE;
+}
+
+/* Semantic action: an array starts. */
+static AC_JSON_ACTION
+OnArrayStart(void *state)
+{
+	ContainerStart((EnvParse *) state, false);
+	AC_JSON_DONE;
+}
+
+/* Semantic action: an object or array ends. */
+static AC_JSON_ACTION
+OnContainerEnd(void *state)
+{
+	ContainerEnd((EnvParse *) state);
+	AC_JSON_DONE;
+}
+
+/* Semantic action: a member's key (de-escaped). */
+static AC_JSON_ACTION
+OnField(void *state, char *fname, bool isnull)
+{
+	EnvParse   *p = (EnvParse *) state;
+
+	if (p->depth == 1)
+		p->field = KeyOf(fname);
+	AC_JSON_DONE;
+}
+
+/*
+ * Semantic action: a scalar.  A number must be one jsonb can hold (it
+ * would refuse 1e1000000), so it goes through numeric_in as in jsonb_in.
+ */
+static AC_JSON_ACTION
+OnScalar(void *state, char *token, JsonTokenType tokentype)
+{
+	EnvParse   *p = (EnvParse *) state;
+
+	if (tokentype == JSON_TOKEN_NUMBER)
+		(void) DirectFunctionCall3(numeric_in, CStringGetDatum(token),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	if (!p->root_seen)
+	{
+		p->root_seen = true;
+		p->root_object = false;
+	}
+	else if (p->depth == 1 && p->field != KEY_OTHER)
+	{
+		EnvMember  *m = &p->members[p->field];
+
+		m->present = true;
+		m->string = NULL;
+		m->start = m->end = NULL;
+		switch (tokentype)
+		{
+			case JSON_TOKEN_STRING:
+				m->type = "a string";
+				m->string = token;
+				break;
+			case JSON_TOKEN_NUMBER:
+				m->type = "a number";
+				break;
+			case JSON_TOKEN_TRUE:
+			case JSON_TOKEN_FALSE:
+				m->type = "a boolean";
+				break;
+			default:
+				m->type = "null";
+				break;
+		}
+	}
+	AC_JSON_DONE;
 }
 
 /* Read a required string member, or set the poison reason. */
 static char *
-RequiredString(Jsonb *obj, const char *key, const char *label, AcEnvelope *env)
+RequiredString(EnvMember *m, const char *label, AcEnvelope *env)
 {
-	JsonbValue *v = GetKey(obj, key);
-
-	if (v == NULL)
+	if (!m->present)
 	{
 		env->reason = psprintf("missing %s", label);
 		return NULL;
 	}
-	if (v->type != jbvString)
+	if (m->string == NULL)
 	{
-		env->reason = psprintf("%s is %s, not a string", label, AcJsonTypeName(v));
+		env->reason = psprintf("%s is %s, not a string", label, m->type);
 		return NULL;
 	}
-	if (v->val.string.len == 0)
+	if (m->string[0] == '\0')
 	{
 		env->reason = psprintf("%s is empty", label);
 		return NULL;
 	}
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	return m->string;
+}
+
+/*
+ * The payload as jsonb, made on first use: only a definition of the
+ * event's type that looks into the payload needs it (event_index.c).
+ * The text was parsed already, so jsonb_in cannot fail on it.
+ */
+Jsonb *
+AcEnvelopePayload(AcEnvelope *env)
+{
+	if (env->payload == NULL)
+	{
+		char	   *text = env->payload_len > 0 ?
+			pnstrdup(env->payload_text, env->payload_len) : "{}";
+
+		env->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	}
+	return env->payload;
 }
 
 /* Deepest nesting of arrays and objects in valid JSON text. */
@@ -92,18 +266,20 @@ NestingDepth(const char *text, int len)
 
 /*
  * Parse the bytes of a message into an envelope.  Returns false, with
- * env->reason set, for poison.
+ * env->reason set, for poison.  One pass of PostgreSQL's JSON parser
+ * checks the whole text as jsonb_in would and picks out the top-level
+ * members; the payload stays text until AcEnvelopePayload() is asked.
  */
 bool
 AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 {
-	JsonLexContext *lex;
-	JsonParseErrorType jerr;
+	JsonSemAction sem;
+	EnvParse	p;
 	char	   *text;
-	Jsonb	   *volatile root = NULL;
 	MemoryContext cxt = CurrentMemoryContext;
-	JsonbValue *payload;
+	EnvMember  *payload;
 	bool		cloudevent;
+	volatile JsonParseErrorType jerr = JSON_SUCCESS;
 
 	memset(env, 0, sizeof(*env));
 	if (len > max_bytes)
@@ -129,18 +305,21 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 							   AC_MAX_EVENT_DEPTH);
 		return false;
 	}
-	lex = AcMakeJsonLexContext(text, len);
-	jerr = pg_parse_json(lex, &nullSemAction);
-	if (jerr != JSON_SUCCESS)
-	{
-		env->reason = psprintf("invalid JSON: %s", json_errdetail(jerr, lex));
-		return false;
-	}
+	memset(&p, 0, sizeof(p));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &p;
+	sem.object_start = OnObjectStart;
+	sem.object_end = OnContainerEnd;
+	sem.array_start = OnArrayStart;
+	sem.array_end = OnContainerEnd;
+	sem.object_field_start = OnField;
+	sem.scalar = OnScalar;
+	p.lex = AcMakeJsonLexContext(text, len);
 
-	/* valid JSON; jsonb_in can still refuse e.g. an out-of-range number */
+	/* a number jsonb cannot hold raises an error in OnScalar */
 	PG_TRY();
 	{
-		root = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		jerr = pg_parse_json(p.lex, &sem);
 	}
 	PG_CATCH();
 	{
@@ -153,14 +332,19 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 		return false;
 	}
 	PG_END_TRY();
+	if (jerr != JSON_SUCCESS)
+	{
+		env->reason = psprintf("invalid JSON: %s", json_errdetail(jerr, p.lex));
+		return false;
+	}
 
-	if (!JB_ROOT_IS_OBJECT(root) || JB_ROOT_IS_SCALAR(root))
+	if (!p.root_object)
 	{
 		env->reason = "the envelope is not a JSON object";
 		return false;
 	}
-	cloudevent = GetKey(root, "specversion") != NULL;
-	env->event_id = RequiredString(root, cloudevent ? "id" : "event_id",
+	cloudevent = p.members[KEY_SPECVERSION].present;
+	env->event_id = RequiredString(&p.members[cloudevent ? KEY_ID : KEY_EVENT_ID],
 								   cloudevent ? "id" : "event_id", env);
 	if (env->event_id == NULL)
 		return false;
@@ -174,22 +358,22 @@ AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env)
 		env->reason = psprintf("event_id is longer than %d bytes", MAX_EVENT_ID);
 		return false;
 	}
-	env->type = RequiredString(root, "type", "type", env);
+	env->type = RequiredString(&p.members[KEY_TYPE], "type", env);
 	if (env->type == NULL)
 		return false;
-	payload = GetKey(root, cloudevent ? "data" : "payload");
+	payload = &p.members[cloudevent ? KEY_DATA : KEY_PAYLOAD];
 	/* absent is {}; null, like any other non-object, is poison */
-	if (payload == NULL)
-		env->payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	else if (payload->type == jbvBinary && JsonContainerIsObject(payload->val.binary.data))
-		env->payload = JsonbValueToJsonb(payload);
-	else
+	if (payload->present && (strcmp(payload->type, "an object") != 0))
 	{
 		env->reason = psprintf("%s is %s, not a JSON object",
-							   cloudevent ? "data" : "payload", AcJsonTypeName(payload));
+							   cloudevent ? "data" : "payload", payload->type);
 		return false;
 	}
-	env->envelope = root;
+	if (payload->present)
+	{
+		env->payload_text = payload->start;
+		env->payload_len = payload->end - payload->start;
+	}
 	env->text = text;
 	return true;
 }

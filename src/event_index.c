@@ -207,17 +207,31 @@ ConditionHolds(AcEventDef *d, Jsonb *payload, char **error)
 }
 
 /*
+ * Does deciding whether d matches look into the payload (non-empty
+ * filters, or a condition)?  Only then is the payload turned into jsonb
+ * (AcEnvelopePayload).
+ */
+bool
+AcDefinitionNeedsPayload(const AcEventDef *d)
+{
+	return !d->match_all || d->condition_text != NULL;
+}
+
+/*
  * The enabled definitions that match an envelope (a List of AcEventDef);
  * with count, a condition that errs or gives no boolean is counted in
- * condition_errors.
+ * condition_errors.  The payload becomes jsonb only if a definition of
+ * the type needs it.
  */
 static List *
-MatchList(AcEventIndex *idx, const char *type, Jsonb *payload, bool count)
+MatchList(AcEventIndex *idx, AcEnvelope *env, bool count)
 {
+	const char *type = env->type;
 	char		key[TYPE_KEY_SIZE];
 	IndexEntry *e;
 	List	   *out = NIL;
 	ListCell   *lc;
+	Jsonb	   *payload;
 
 	strlcpy(key, type, sizeof(key));
 	e = hash_search(idx->types, key, HASH_FIND, NULL);
@@ -229,6 +243,12 @@ MatchList(AcEventIndex *idx, const char *type, Jsonb *payload, bool count)
 
 		if (strcmp(d->event_type, type) != 0)
 			continue;
+		if (!AcDefinitionNeedsPayload(d))
+		{
+			out = lappend(out, d);
+			continue;
+		}
+		payload = AcEnvelopePayload(env);
 		if (d->match_all || Contains(payload, d->filters))
 		{
 			AcCondResult c = ConditionHolds(d, payload, NULL);
@@ -244,9 +264,9 @@ MatchList(AcEventIndex *idx, const char *type, Jsonb *payload, bool count)
 
 /* The router's matcher: the enabled definitions that match an envelope. */
 List *
-AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload)
+AcMatchEvent(AcEventIndex *idx, AcEnvelope *env)
 {
-	return MatchList(idx, type, payload, true);
+	return MatchList(idx, env, true);
 }
 
 /* Explain why a definition does not match: the first filter key that fails. */
@@ -326,7 +346,7 @@ ac_explain_match(PG_FUNCTION_ARGS)
 	schema = AcExtensionSchema();
 	idx = AcBuildEventIndex(schema, CurrentMemoryContext);
 	/* the router's matcher, without counting in the router's statistics */
-	matched = MatchList(idx, env.type, env.payload, false);
+	matched = MatchList(idx, &env, false);
 
 	hash_seq_init(&seq, idx->types);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -346,10 +366,10 @@ ac_explain_match(PG_FUNCTION_ARGS)
 			else if (strcmp(d->event_type, env.type) != 0)
 				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
 														 d->event_type, env.type));
-			else if (!d->match_all && !Contains(env.payload, d->filters))
-				values[3] = CStringGetTextDatum(FailingKey(d, env.payload));
+			else if (!d->match_all && !Contains(AcEnvelopePayload(&env), d->filters))
+				values[3] = CStringGetTextDatum(FailingKey(d, AcEnvelopePayload(&env)));
 			else
-				values[3] = CStringGetTextDatum(ConditionReason(d, env.payload));
+				values[3] = CStringGetTextDatum(ConditionReason(d, AcEnvelopePayload(&env)));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

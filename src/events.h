@@ -21,8 +21,9 @@ typedef struct AcEnvelope
 {
 	char	   *event_id;
 	char	   *type;
-	Jsonb	   *payload;
-	Jsonb	   *envelope;
+	Jsonb	   *payload;		/* NULL until AcEnvelopePayload() makes it */
+	const char *payload_text;	/* the payload's JSON text in text, or NULL */
+	int			payload_len;
 	char	   *text;			/* the envelope as received */
 	const char *reason;
 } AcEnvelope;
@@ -57,12 +58,17 @@ typedef struct AcEventIndex AcEventIndex;
 
 /* Envelopes (envelope.c) */
 extern bool AcParseEnvelope(const char *data, int len, int max_bytes, AcEnvelope *env);
+extern Jsonb *AcEnvelopePayload(AcEnvelope *env);
+
+/* ac_publish()'s checks; returns the payload as JSON text (publish_check.c) */
+extern char *AcCheckPublish(const char *type, Jsonb *payload, const char *id);
 
 /* The index of event definitions (event_index.c) */
 extern AcEventIndex *AcBuildEventIndex(const char *schema, MemoryContext parent);
 extern void AcFreeEventIndex(AcEventIndex *idx);
 extern int	AcEventIndexSize(AcEventIndex *idx);
-extern List *AcMatchEvent(AcEventIndex *idx, const char *type, Jsonb *payload);
+extern bool AcDefinitionNeedsPayload(const AcEventDef *d);
+extern List *AcMatchEvent(AcEventIndex *idx, AcEnvelope *env);
 
 /* Conditions (condition.c) */
 extern JsonPath *AcParseCondition(const char *text, char **error);

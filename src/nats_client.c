@@ -29,8 +29,8 @@
 #include "nats_client.h"
 
 /* Block every signal; remember the old mask. */
-static void
-BlockSignals(sigset_t *old)
+void
+AcNatsBlockSignals(sigset_t *old)
 {
 	sigset_t	all;
 
@@ -39,8 +39,8 @@ BlockSignals(sigset_t *old)
 }
 
 /* Restore the signal mask. */
-static void
-RestoreSignals(sigset_t *old)
+void
+AcNatsRestoreSignals(sigset_t *old)
 {
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
@@ -144,8 +144,8 @@ AcNatsConnect(const char *name, char **error)
 	}
 	nservers = ServerList(servers);
 
-	/* from here to RestoreSignals only nats.c is called: no palloc, no elog */
-	BlockSignals(&old);
+	/* from here to AcNatsRestoreSignals only nats.c is called: no palloc, no elog */
+	AcNatsBlockSignals(&old);
 	s = natsOptions_Create(&o);
 	if (s == NATS_OK)
 		s = nservers > 0 ? natsOptions_SetServers(o, servers, nservers) : NATS_INVALID_ARG;
@@ -186,7 +186,7 @@ AcNatsConnect(const char *name, char **error)
 		jo.Wait = 1000;
 		s = natsConnection_JetStream(&n->js, n->nc, &jo);
 	}
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	/* nothing that can throw runs while signals are blocked */
 	if (s != NATS_OK)
 		*error = AcNatsError(s);
@@ -222,6 +222,8 @@ AcNatsClose(AcNats *n)
 		return;
 	if (n->sub)
 		natsSubscription_Destroy(n->sub);
+	if (n->pub_js)
+		jsCtx_Destroy(n->pub_js);
 	if (n->js)
 		jsCtx_Destroy(n->js);
 	if (n->nc)
@@ -232,6 +234,7 @@ AcNatsClose(AcNats *n)
 	if (n->settings)
 		pfree(n->settings);
 	n->sub = NULL;
+	n->pub_js = NULL;
 	n->js = NULL;
 	n->nc = NULL;
 	n->settings = NULL;
@@ -264,7 +267,7 @@ AcNatsEnsureStream(AcNats *n, char **error)
 	bool		foreign = false;
 	int64		replicas = ac_stream_replicas;
 
-	BlockSignals(&old);
+	AcNatsBlockSignals(&old);
 	s = js_GetStreamInfo(&si, n->js, ac_stream_name, NULL, &jerr);
 	if (s == NATS_NOT_FOUND)
 	{
@@ -296,7 +299,7 @@ AcNatsEnsureStream(AcNats *n, char **error)
 				covers = true;
 		foreign = !covers;
 	}
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	/* signals are restored: logging is safe again */
 	if (created)
 		elog(LOG, "activity_core: created stream %s on %s with %d replica(s)",
@@ -349,7 +352,7 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 	int64		old_ack_wait = 0;
 	bool		updated = false;
 
-	BlockSignals(&old);
+	AcNatsBlockSignals(&old);
 	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
 	if (s == NATS_NOT_FOUND)
 	{
@@ -385,7 +388,7 @@ AcNatsEnsureConsumer(AcNats *n, char **error)
 				jsConsumerInfo_Destroy(fresh);
 		}
 	}
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	/* signals are restored: logging is safe again */
 	if (created)
 		elog(LOG, "activity_core: created consumer %s on stream %s with ack wait %d ms",
@@ -431,7 +434,7 @@ AcNatsMeasureConsumer(AcNats *n)
 		natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
 		return;
 	last = now;
-	BlockSignals(&old);
+	AcNatsBlockSignals(&old);
 	s = js_GetConsumerInfo(&ci, n->js, ac_stream_name, ac_consumer_name, NULL, &jerr);
 	if (s == NATS_OK && ci)
 	{
@@ -440,7 +443,7 @@ AcNatsMeasureConsumer(AcNats *n)
 	}
 	if (ci)
 		jsConsumerInfo_Destroy(ci);
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	if (s == NATS_OK)
 		AcSetConsumerPending(pending, ack_pending);
 }
@@ -457,9 +460,9 @@ AcNatsSubscribe(AcNats *n, char **error)
 	jsSubOptions_Init(&so);
 	so.Stream = ac_stream_name;
 	so.Consumer = ac_consumer_name;
-	BlockSignals(&old);
+	AcNatsBlockSignals(&old);
 	s = js_PullSubscribe(&n->sub, n->js, NULL, NULL, NULL, &so, &jerr);
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	if (s != NATS_OK)
 	{
 		*error = psprintf("subscribe to %s: %s", ac_consumer_name, AcNatsError(s));
@@ -472,8 +475,8 @@ AcNatsSubscribe(AcNats *n, char **error)
  * Does the error NATS closed the connection with refuse the message itself
  * ("Maximum Control Line Exceeded", "Maximum Payload Violation")?
  */
-static bool
-RefusesMessage(const char *text)
+bool
+AcNatsRefusesMessage(const char *text)
 {
 	char		lower[256];
 	int			i;
@@ -519,7 +522,7 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 	jsPubOptions_Init(&po);
 	po.MsgId = msg_id;
 	po.MaxWait = 1000;
-	BlockSignals(&old);
+	AcNatsBlockSignals(&old);
 	s = js_Publish(&pa, n->js, subject, data, len, &po, &jerr);
 	if (pa)
 		jsPubAck_Destroy(pa);
@@ -532,21 +535,21 @@ AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 		if (t)
 			strlcpy(last_text, t, sizeof(last_text));
 	}
-	RestoreSignals(&old);
+	AcNatsRestoreSignals(&old);
 	/* signals are restored: from here on palloc and elog are safe */
 	if (s == NATS_TIMEOUT)
 		AcCountFailure(AC_OP_PUBLISH, AC_FAIL_TIMEOUT);
 	else if (s != NATS_OK)
 		AcCountFailure(AC_OP_PUBLISH,
 					   s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr ||
-					   (closed && last != NATS_OK && RefusesMessage(last_text)) ?
+					   (closed && last != NATS_OK && AcNatsRefusesMessage(last_text)) ?
 					   AC_FAIL_PERMANENT : AC_FAIL_TRANSIENT);
 	*connection_error = (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
 						 s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
 						 s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION ||
 						 s == NATS_NOT_YET_CONNECTED);
 	*permanent = s == NATS_MAX_PAYLOAD || jerr == JSStreamMessageExceedsMaximumErr ||
-		(closed && last != NATS_OK && RefusesMessage(last_text));
+		(closed && last != NATS_OK && AcNatsRefusesMessage(last_text));
 	if (s == NATS_OK)
 		return NULL;
 	if (*permanent && closed && last_text[0])

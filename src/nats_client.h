@@ -13,12 +13,14 @@
 #define AC_NATS_CLIENT_H
 
 #include <nats/nats.h>
+#include <signal.h>
 
 typedef struct AcNats
 {
 	natsConnection *nc;
 	jsCtx	   *js;
 	natsSubscription *sub;
+	jsCtx	   *pub_js;			/* asynchronous publishing (nats_publish.c) */
 	char	   *settings;		/* TopMemoryContext: the settings it was made
 								 * with (AcNatsSettingsChanged) */
 } AcNats;
@@ -37,5 +39,38 @@ extern char *AcNatsPublish(AcNats *n, const char *subject, const char *msg_id,
 						   bool *permanent);
 extern int64 AcNatsMessageSize(const char *msg_id, int len);
 extern char *AcNatsError(natsStatus s);
+extern bool AcNatsRefusesMessage(const char *text);
+extern void AcNatsBlockSignals(sigset_t *old);
+extern void AcNatsRestoreSignals(sigset_t *old);
+
+/* One message of an asynchronous batch and its outcome (nats_publish.c) */
+typedef struct AcPubItem
+{
+	/* in */
+	const char *subject;
+	const char *msg_id;
+	const char *data;
+	int			len;
+	/* out */
+	bool		sent;			/* handed to the library */
+	bool		done;			/* JetStream answered (acked or refused) */
+	natsStatus	status;			/* NATS_OK when acked; else why not */
+	jsErrCode	jerr;
+	char		error[200];		/* the library's or the server's text */
+} AcPubItem;
+
+/* What happened to a batch as a whole */
+typedef struct AcPubBatchResult
+{
+	int			first_unsent;	/* index of the first item not sent, or n */
+	natsStatus	send_status;	/* why it was not sent */
+	char		send_error[200];
+	bool		closed;			/* the connection is closed now */
+	natsStatus	close_status;	/* its last error when closed */
+	char		close_error[256];
+} AcPubBatchResult;
+
+extern bool AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
+							   AcPubBatchResult *res);
 
 #endif							/* AC_NATS_CLIENT_H */

@@ -25,6 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "events.h"
 #include "nats_client.h"
 
 PG_FUNCTION_INFO_V1(ac_check_publish);
@@ -65,16 +66,14 @@ CheckEventId(const char *id)
 }
 
 /*
- * ac_check_publish(event_type text, payload jsonb, event_id text): raise the
- * error ac_publish() must give for these arguments, if any.
+ * Raise the error ac_publish() must give for these arguments, if any, and
+ * return the payload as JSON text (palloc'd), which the envelope carries.
  */
-Datum
-ac_check_publish(PG_FUNCTION_ARGS)
+char *
+AcCheckPublish(const char *type, Jsonb *payload, const char *id)
 {
-	char	   *type = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Jsonb	   *payload = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *id = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *problem = type ? AcEventTypeProblem(type) : "it is null";
+	char	   *text;
 	int			depth;
 	int64		bytes;
 
@@ -100,16 +99,16 @@ ac_check_publish(PG_FUNCTION_ARGS)
 				 errmsg("event_id must not be null here")));
 	CheckEventId(id);
 
-	bytes = (int64) strlen(JsonbToCString(NULL, &payload->root, VARSIZE(payload))) +
-		strlen(id) + strlen(type) + ENVELOPE_OVERHEAD;
+	text = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
+	bytes = (int64) strlen(text) + strlen(id) + strlen(type) + ENVELOPE_OVERHEAD;
 	AcCheckEventBytes(id, bytes);
-	PG_RETURN_VOID();
+	return text;
 }
 
 /*
  * Refuse an event of about bytes bytes (its envelope) that the router would
- * dead-letter or NATS refuse; ac_check_publish() and the table watch
- * trigger (watch.c) call it.
+ * dead-letter or NATS refuse; AcCheckPublish() and the table watch trigger
+ * (watch.c) call it.
  */
 void
 AcCheckEventBytes(const char *id, int64 bytes)
@@ -128,4 +127,17 @@ AcCheckEventBytes(const char *id, int64 bytes)
 				 errmsg("the event is about %lld bytes with its envelope and headers, over the NATS server's max_payload of %lld bytes",
 						(long long) AcNatsMessageSize(id, (int) bytes), (long long) max_payload),
 				 errhint("Raise max_payload in nats-server's configuration, or keep payloads small and pass references to large data.")));
+}
+
+/*
+ * ac_check_publish(event_type text, payload jsonb, event_id text): raise the
+ * error ac_publish() must give for these arguments, if any.
+ */
+Datum
+ac_check_publish(PG_FUNCTION_ARGS)
+{
+	AcCheckPublish(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				   PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1),
+				   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	PG_RETURN_VOID();
 }

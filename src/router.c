@@ -366,7 +366,7 @@ RouteMessage(RouterMsg *m, StartList *sl)
 	List	   *matches;
 	ListCell   *lc;
 
-	matches = AcMatchEvent(event_index, m->env.type, m->env.payload);
+	matches = AcMatchEvent(event_index, &m->env);
 	if (matches == NIL)
 		AcCount(AC_STAT_EVENTS_UNMATCHED, 1);
 	foreach(lc, matches)
