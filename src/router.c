@@ -810,11 +810,15 @@ ac_router_main(Datum arg)
 					 * A closed connection, or a consumer that is gone (the
 					 * server says "Consumer Deleted" once, when the consumer
 					 * or its stream is deleted, and the subscription never
-					 * delivers again): connect afresh, which creates the
-					 * stream and the consumer when they are missing.
+					 * delivers again; a fetch that starts after the deletion
+					 * hears "stream not found" instead): connect afresh,
+					 * which creates the stream and the consumer when they
+					 * are missing.
 					 */
 					if (s == NATS_CONNECTION_CLOSED || s == NATS_NOT_FOUND ||
+						jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr ||
 						strstr(why, "Consumer Deleted") != NULL ||
+						strstr(why, "stream not found") != NULL ||
 						natsConnection_Status(nats->nc) == NATS_CONN_STATUS_CLOSED)
 					{
 						AcNatsClose(nats);

@@ -7,8 +7,8 @@ serve, shell through bash with the stack's PATH), and the blocks marked
 (`…` stands for any text).  For each troubleshooting entry the test causes
 the failure for real (Temporal stopped, NATS stopped, the search attribute
 removed, the stream deleted, a definition Temporal refuses, a schedule
-deleted behind the table's back, the workers pointed at a database that does
-not exist), waits for the documented symptom, applies the documented fix and
+deleted behind the table's back, manage_schedules off, the workers pointed at
+a database that does not exist), waits for the documented symptom, applies the documented fix and
 checks that the system is healthy again, and that the work queued meanwhile
 was done.  The local start runs `make demo` and `make stop` literally and
 checks that nothing of the demo stack is left running."""
@@ -140,7 +140,7 @@ def test_every_marked_block_is_known():
     keys = set(BLOCKS["run"]) | set(BLOCKS["expect"])
     entries = {k.split()[0] for k in keys if " " in k}
     assert entries == {"temporal-down", "dead-letters", "nats-down", "outbox", "search-attribute",
-                       "stream-deleted", "refused", "drift", "crash-loop"}, entries
+                       "stream-deleted", "refused", "drift", "unmanaged", "crash-loop"}, entries
     for entry in entries - {"stream-deleted"}:
         assert f"{entry} symptom" in BLOCKS["run"] or f"{entry} log" in BLOCKS["expect"], entry
     for entry in entries:
@@ -274,6 +274,32 @@ def test_schedules_drifting(clean, app):
         described(aid)
     finally:
         app.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
+
+
+def test_schedules_not_managed_here(clean, app):
+    """activity_core.manage_schedules off: a cron change waits with the
+    documented ac_health() row and last_error; the documented fix (on here)
+    applies it and the schedule is in Temporal."""
+    conn = clean
+    alter_system(conn, manage_schedules="off")
+    aid = None
+    try:
+        def off():
+            assert run_block("unmanaged symptom")[0].startswith("schedules_managed |")
+        poll(off, 30, 0.5)
+        time.sleep(2)   # the dispatcher reloads on its own loop
+        aid = insert_definition(app, {"name": unique("runbook-unmanaged"), "trigger_type": "cron",
+                                      "trigger_config": '{"cron_expression": "0 6 * * *"}'})
+        symptom_shows("unmanaged symptom")
+        status, _ = temporal("GET", f"/schedules/{schedule_id(aid)}")
+        assert status == 404, "no schedule while manage_schedules is off"
+        run_block("unmanaged fix")
+        poll(lambda: shows("unmanaged check", run_block("unmanaged check")), 60, 1.0)
+        described(aid)
+    finally:
+        alter_system(conn, manage_schedules=None)
+        if aid:
+            app.execute("DELETE FROM ac_activity_definitions WHERE id = %s", (aid,))
 
 
 def pg_restart():
