@@ -413,16 +413,17 @@ def test_make_demo_then_make_stop_leaves_nothing_running():
     UI, NATS, the worker and /metrics where the runbook says; `make stop`
     stops every process of it (and their children) and frees every port."""
     env = demo_env()
-    out = run_shell("local-start", env, 900)
-    assert "activity_core demo is running." in out, out[-2000:]
-    conf = read_conf(DEMO / "stack.conf")
-    pids = {int((DEMO / f).read_text().strip()) for f in
-            ("nats/nats.pid", "temporal/temporal.pid", "worker/worker.pid")}
-    pids.add(int((Path(conf["PG_BASE"]) / "data" / "postmaster.pid").read_text().split()[0]))
-    procs = descendants(pids)
-    assert all(Path(f"/proc/{p}").exists() for p in pids), pids
-    ports = [conf[k] for k in ("PG_PORT", "T_GRPC", "T_HTTP", "T_UI", "NATS_PORT", "NATS_MON", "METRICS")]
     try:
+        # make stop runs however make demo ended, so a failure leaves nothing running
+        out = run_shell("local-start", env, 900)
+        assert "activity_core demo is running." in out, out[-2000:]
+        conf = read_conf(DEMO / "stack.conf")
+        pids = {int((DEMO / f).read_text().strip()) for f in
+                ("nats/nats.pid", "temporal/temporal.pid", "worker/worker.pid")}
+        pids.add(int((Path(conf["PG_BASE"]) / "data" / "postmaster.pid").read_text().split()[0]))
+        procs = descendants(pids)
+        assert all(Path(f"/proc/{p}").exists() for p in pids), pids
+        ports = [conf[k] for k in ("PG_PORT", "T_GRPC", "T_HTTP", "T_UI", "NATS_PORT", "NATS_MON", "METRICS")]
         if not os.environ.get("AC_DEMO_PORT_BASE"):
             # the addresses the runbook gives
             assert ports == ["5499", "7233", "7243", "8233", "4222", "8222", "9090"], ports
