@@ -2,7 +2,7 @@
 with initdb or pg_basebackup) and a three-node NATS cluster, beside the test
 stack and sharing its Temporal, its NATS credentials and its binaries.
 
-Every port comes from AC_CLUSTER_PORT_BASE (default 56800) plus an offset,
+Every port comes from AC_CLUSTER_PORT_BASE (default 26800, below the kernel's range for outgoing ports) plus an offset,
 so parallel runs do not collide:
   +0..+2 NATS cluster client ports, +3..+5 their routes, +6..+8 monitors;
   +10, +11 the failover clusters; +20, +21 the multi-server clusters.
@@ -26,7 +26,7 @@ import psycopg
 
 from conftest import alive, poll, state_dir, temporal, wait_gone
 
-PORT_BASE = int(os.environ.get("AC_CLUSTER_PORT_BASE", "56800"))
+PORT_BASE = int(os.environ.get("AC_CLUSTER_PORT_BASE", "26800"))
 PGBIN = os.environ.get("AC_PGBIN", "")
 EXTRA = Path(os.environ.get("AC_PG_DATA", f"{state_dir()}/pg/data")).parent / "extra"
 EVENTS = int(os.environ.get("AC_CHAOS_EVENTS", "200"))

@@ -4,7 +4,7 @@ The suite makes its own PKI with openssl (a CA, a server certificate for
 127.0.0.1, a client certificate, an expired server certificate, and a CA
 that signed none of them), its own NATS JWT setup with test/natsjwt (an
 operator, an account, a user's .creds file, and the .creds of a user the
-server does not trust), and starts, on ports 56100-56199:
+server does not trust), and starts, on ports 26100-26199 (below the kernel's range for outgoing ports, 32768-60999, so no client socket can hold one):
 
   * nats-server with TLS and users with passwords (an authorization block),
   * nats-server with mutual TLS and decentralized JWT auth (.creds),
@@ -43,7 +43,7 @@ import pytest
 from conftest import (REPO, TEMPORAL_URL, insert_definition, log_offset, log_since, poll,
                       schedule_gone, schedule_id, temporal, unique)
 
-PORT_BASE = int(os.environ.get("AC_TLS_PORT_BASE", "56100"))
+PORT_BASE = int(os.environ.get("AC_TLS_PORT_BASE", "26100"))
 NATS_TLS_PORT = PORT_BASE          # TLS, users with passwords
 NATS_MTLS_PORT = PORT_BASE + 1     # mutual TLS, .creds
 NATS_EXPIRED_PORT = PORT_BASE + 2  # an expired server certificate
