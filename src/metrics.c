@@ -137,6 +137,8 @@ WriteAll(int fd, const char *data, size_t len)
 	{
 		ssize_t		n = write(fd, data, len);
 
+		if (n < 0 && errno == EINTR)
+			continue;			/* a signal, such as a reload's SIGHUP */
 		if (n <= 0)
 			return;
 		data += n;
@@ -161,11 +163,20 @@ Serve(int fd)
 	while (got < sizeof(req) - 1 && memmem(req, got, "\r\n\r\n", 4) == NULL)
 	{
 		ssize_t		n;
+		int			ready;
 		long		left = (long) ((deadline - GetCurrentTimestamp()) / 1000);
 
-		if (left <= 0 || poll(&pfd, 1, (int) left) <= 0)
+		if (left <= 0)
+			break;
+		/* a signal (a reload's SIGHUP) interrupts poll and read: go on */
+		ready = poll(&pfd, 1, (int) left);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready <= 0)
 			break;
 		n = read(fd, req + got, sizeof(req) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			break;
 		got += n;

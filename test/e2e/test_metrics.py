@@ -185,6 +185,24 @@ def test_scrape_during_load_passes_promtool_and_moves_the_histograms(conn, clean
     assert les == sorted(les) and les[-1] == after[("activity_core_event_start_age_seconds_count", ())]
 
 
+def test_a_reload_during_a_slow_request_is_still_answered(conn):
+    """A reload's SIGHUP reaching the metrics worker while it waits for a
+    client's request must not cut the request short: the client connects,
+    a reload is sent, and only then the request line follows."""
+    host, port = METRICS_URL.split("/")[2].rsplit(":", 1)
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            time.sleep(0.3)  # the worker has accepted and waits in poll()
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.3)  # the SIGHUP has been delivered
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:200]
+        assert b"activity_core_" in reply
+
+
 def test_ac_stats_shows_the_figures_of_metrics(conn):
     """Every series of /metrics is a row of ac_stats, with the same value,
     type and help, and the same labels (the counters under their ac_stats
