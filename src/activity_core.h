@@ -173,7 +173,8 @@ typedef struct AcShared
 	char		router_error[256];
 	pg_atomic_uint32 router_state;
 	char		publisher_error[256];
-	char		stream_note[256];	/* the stream differs from the settings */
+	char		stream_note[2][256];	/* the stream differs from the settings:
+									 * as the router [0], the dispatcher [1] saw it */
 	pg_atomic_uint32 publisher_state;	/* the dispatcher's NATS connection */
 	pg_atomic_uint32 dispatcher_procno;
 	pg_atomic_uint64 event_generation;	/* bumped when event definitions change */
@@ -196,7 +197,7 @@ extern void AcCount(AcCounter counter, uint64 n);
 extern uint64 AcEventGeneration(void);
 extern void AcSetRouterState(AcRouterState state, const char *error);
 extern void AcSetPublisherState(AcRouterState state, const char *error);
-extern void AcSetStreamNote(const char *note);
+extern void AcSetStreamNote(bool publisher, const char *note);
 extern void AcBumpEventGeneration(void);
 extern int64 AcNatsMaxPayload(void);
 extern void AcSetNatsMaxPayload(int64 max_payload);

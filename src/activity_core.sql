@@ -565,7 +565,7 @@ BEGIN
 	SELECT * INTO r FROM @extschema@.ac_publisher_status();
 	RETURN QUERY SELECT 'nats_publisher'::text, r.state <> 'failing',
 		CASE r.state
-			WHEN 'connected' THEN 'the dispatcher publishes ac_outbox to ' || nats
+			WHEN 'connected' THEN 'the dispatcher publishes ac_outbox to ' || nats || coalesce('; ' || r.error, '')
 			WHEN 'failing' THEN 'the dispatcher cannot publish to NATS at ' || nats || ': ' || coalesce(r.error, 'unknown error')
 			ELSE 'the dispatcher has not published to NATS at ' || nats || ' yet (it connects when ac_outbox has an entry)' END,
 		CASE WHEN r.state = 'failing' THEN

@@ -253,10 +253,11 @@ AcNatsShutdown(void)
  * subjects, warn and leave it alone.  When it exists with another number
  * of replicas, leave it too (other routers may share it, and scaling a
  * stream is the NATS operator's call): warn once per connection and note
- * it in shared memory, which ac_health() shows.
+ * it in shared memory, as the router or the publisher saw it, which
+ * ac_health() shows.
  */
 bool
-AcNatsEnsureStream(AcNats *n, char **error)
+AcNatsEnsureStream(AcNats *n, bool publisher, char **error)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode	jerr = 0;
@@ -313,10 +314,10 @@ AcNatsEnsureStream(AcNats *n, char **error)
 				(errmsg("activity_core: %s", note),
 				 errhint("Change the stream's replicas on the NATS side (nats stream edit %s --replicas %d), or set activity_core.stream_replicas to match.",
 						 ac_stream_name, ac_stream_replicas)));
-		AcSetStreamNote(note);
+		AcSetStreamNote(publisher, note);
 	}
 	else if (s == NATS_OK)
-		AcSetStreamNote(NULL);
+		AcSetStreamNote(publisher, NULL);
 	if (foreign)
 		ereport(WARNING,
 				(errmsg("activity_core: stream %s exists but does not listen on %s; leaving it alone",

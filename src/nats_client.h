@@ -30,7 +30,7 @@ extern AcNats *AcNatsConnect(const char *name, char **error);
 extern void AcNatsClose(AcNats *n);
 extern bool AcNatsSettingsChanged(const AcNats *n);
 extern void AcNatsShutdown(void);
-extern bool AcNatsEnsureStream(AcNats *n, char **error);
+extern bool AcNatsEnsureStream(AcNats *n, bool publisher, char **error);
 extern bool AcNatsEnsureConsumer(AcNats *n, char **error);
 extern bool AcNatsSubscribe(AcNats *n, char **error);
 extern void AcNatsMeasureConsumer(AcNats *n);

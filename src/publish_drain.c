@@ -101,7 +101,7 @@ EnsureConnection(void)
 		exit_hook = true;
 	}
 	n = AcNatsConnect("activity_core dispatcher", &error);
-	if (n != NULL && !AcNatsEnsureStream(n, &error))
+	if (n != NULL && !AcNatsEnsureStream(n, true, &error))
 	{
 		AcNatsClose(n);
 		n = NULL;

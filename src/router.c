@@ -667,7 +667,7 @@ RouterConnect(char **error)
 
 	if (n == NULL)
 		return false;
-	if (!AcNatsEnsureStream(n, error) || !AcNatsEnsureConsumer(n, error) ||
+	if (!AcNatsEnsureStream(n, false, error) || !AcNatsEnsureConsumer(n, error) ||
 		!AcNatsSubscribe(n, error))
 	{
 		AcNatsClose(n);

@@ -290,22 +290,27 @@ AcSetPublisherState(AcRouterState state, const char *error)
 
 /*
  * Record how the stream differs from the settings (its replicas), or clear
- * it with NULL; ac_router_status() shows it as the error of a connected
- * router.
+ * it with NULL, as the router or the dispatcher (publisher) saw it.  Each
+ * has a note of its own, so that one that has not reloaded yet cannot clear
+ * what the other found; ac_router_status() and ac_publisher_status() show
+ * it as the error of a connected router or publisher.
  */
 void
-AcSetStreamNote(const char *note)
+AcSetStreamNote(bool publisher, const char *note)
 {
+	char	   *slot;
+
 	if (ac_shared == NULL)
 		return;
+	slot = ac_shared->stream_note[publisher ? 1 : 0];
 	SpinLockAcquire(&ac_shared->mutex);
-	strlcpy(ac_shared->stream_note, note ? note : "", sizeof(ac_shared->stream_note));
+	strlcpy(slot, note ? note : "", sizeof(ac_shared->stream_note[0]));
 	SpinLockRelease(&ac_shared->mutex);
 }
 
 /*
  * A (state, error) row from one of the NATS states in shared memory; while
- * the router is connected, its error column carries the note on the stream, if any.
+ * connected, its error column carries that side's note on the stream, if any.
  */
 static Datum
 NatsStatusRow(FunctionCallInfo fcinfo, bool publisher)
@@ -327,8 +332,8 @@ NatsStatusRow(FunctionCallInfo fcinfo, bool publisher)
 	state = pg_atomic_read_u32(publisher ? &ac_shared->publisher_state : &ac_shared->router_state);
 	SpinLockAcquire(&ac_shared->mutex);
 	strlcpy(error, publisher ? ac_shared->publisher_error : ac_shared->router_error, sizeof(error));
-	if (!publisher && state == AC_ROUTER_CONNECTED)
-		strlcpy(error, ac_shared->stream_note, sizeof(error));
+	if (state == AC_ROUTER_CONNECTED)
+		strlcpy(error, ac_shared->stream_note[publisher ? 1 : 0], sizeof(error));
 	SpinLockRelease(&ac_shared->mutex);
 	values[0] = CStringGetTextDatum(state == AC_ROUTER_CONNECTED ? "connected" :
 									state == AC_ROUTER_FAILING ? "failing" : "unknown");

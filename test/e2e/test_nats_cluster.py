@@ -132,6 +132,16 @@ def test_an_existing_stream_with_other_replicas_is_left_and_reported(conn, clust
             assert (f"stream {STREAM} has 1 replica(s), activity_core.stream_replicas asks "
                     "for 3; the stream is left as it is") in detail, detail
         poll(noted, 60, 0.5)
+        # the dispatcher notes it too once it publishes; neither clears the other
+        conn.execute("SELECT ac_publish('replica.note', '{}'::jsonb)")
+
+        def publisher_noted():
+            ok, detail, _ = health(conn)["nats_publisher"]
+            assert ok and "publishes ac_outbox to" in detail, detail
+            assert (f"stream {STREAM} has 1 replica(s), activity_core.stream_replicas asks "
+                    "for 3; the stream is left as it is") in detail, detail
+        poll(publisher_noted, 60, 0.5)
+        noted()
         assert pub.call(lambda js: js.stream_info(STREAM)).config.num_replicas == 1
     finally:
         try:
