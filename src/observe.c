@@ -363,8 +363,9 @@ AcEachSeries(AcSeriesFn fn, void *arg)
 		   "Seconds since the last full reconcile that ran to its end (since the server started, when none has).");
 	Emit(fn, arg, &s, last ? SecondsSince(last, now) : SecondsSince((uint64) PgStartTime, now));
 	Family(&s, "reconcile_interval_seconds", "gauge",
-		   "The setting activity_core.reconcile_interval (0: no periodic reconcile).");
-	Emit(fn, arg, &s, (double) ac_reconcile_interval_s);
+		   "The periodic reconcile this server runs: activity_core.reconcile_interval, 0 when it runs none (the setting is 0, or activity_core.manage_schedules is off).");
+	/* a server that leaves the schedules to another one never reconciles */
+	Emit(fn, arg, &s, ac_manage_schedules ? (double) ac_reconcile_interval_s : 0);
 	Family(&s, "schedules_drifted", "gauge",
 		   "Schedules that differed from their definition (missing, changed or orphaned) at the last full reconcile.");
 	Emit(fn, arg, &s, (double) pg_atomic_read_u64(&g->reconcile_drifted));

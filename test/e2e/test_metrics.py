@@ -363,6 +363,19 @@ def test_reconcile_gauges(conn, cleanup):
         alter_system(conn, reconcile_interval=None)
 
 
+def test_a_server_that_leaves_the_schedules_to_another_reports_no_reconcile_interval(conn):
+    """With manage_schedules off the server never reconciles, so its
+    reconcile interval gauge is 0 and the stale-reconcile alert (which
+    requires an interval above 0) stays silent however long it runs."""
+    assert metric("activity_core_reconcile_interval_seconds") > 0
+    alter_system(conn, manage_schedules="off")
+    try:
+        until(lambda: metric("activity_core_reconcile_interval_seconds") == 0, 10)
+    finally:
+        alter_system(conn, manage_schedules=None)
+    until(lambda: metric("activity_core_reconcile_interval_seconds") > 0, 10)
+
+
 def test_stats_reset_zeroes_counters_for_ops_only(conn, ops, viewer, cleanup):
     """ac_stats_reset() (granted to the operator role) sets the counters and
     histograms of ac_stats and /metrics to 0 and leaves the gauges; the
