@@ -152,8 +152,8 @@ def main():
         ("2b. outbox drain / nats.c async publisher (256 pending), events/s",
          f"{fmt(pub.get('drain_rate'))} / {fmt(pub.get('async_rate'))}", pub.get("drain_ratio"), "≥ 0.9",
          None if pub.get("drain_ratio") is None else pub["drain_ratio"] >= 0.9),
-        ("3. router intake, nothing matches / pipelined bare nats.c consumer, events/s",
-         f"{fmt(ev.get('intake_router'))} / {fmt(ev.get('intake_bare'))}", ev.get("intake_ratio"), "≥ 0.9",
+        ("3. router intake, nothing matches / the best bare nats.c consumer (pipelined or not), events/s",
+         f"{fmt(ev.get('intake_router'))} / {fmt(ev.get('intake_bare_best', ev.get('intake_bare')))}", ev.get("intake_ratio"), "≥ 0.9",
          None if ev.get("intake_ratio") is None else ev["intake_ratio"] >= 0.9),
         ("4. router CPU per started workflow, ms", fmt(ev.get("router_cpu_ms_per_start"), 3), None, "≤ 0.1",
          None if ev.get("router_cpu_ms_per_start") is None else ev["router_cpu_ms_per_start"] <= 0.1),
@@ -185,7 +185,7 @@ def main():
                      f"{fmt(pub.get('drain_stream_gained'))} / {fmt(pub.get('async_stream_gained'))}; "
                      f"1,000 rows re-sent with published Msg-Ids added {fmt(pub.get('dedup_gained'))} |")
     if ev:
-        lines.append(f"| intake: bare consumer fetching and acking one after the other | {fmt(ev.get('intake_bare_simple'))} events/s |")
+        lines.append(f"| intake: bare consumer with the next fetch in flight / fetching and acking one after the other | {fmt(ev.get('intake_bare'))} / {fmt(ev.get('intake_bare_simple'))} events/s |")
         for m in match:
             lines.append(f"| parse + match with {m['definitions']:,} definitions | {m['parse_us']:.2f} + {m['match_us']:.2f} µs |")
         lines.append(f"| direct client p50 at the same rate | {fmt(ev.get('latency_direct_p50'), 1)} ms "
