@@ -6,9 +6,14 @@
  *
  * One curl multi handle lives for the whole process, so connections to the
  * frontend are kept and reused across batches.  Requests run on the calling
- * thread only: the loop waits at most 100 ms in curl_multi_poll() and then
- * calls CHECK_FOR_INTERRUPTS(), so SIGTERM, query cancel and
- * statement_timeout stop a batch within a fraction of a second.  Curl
+ * thread only, driven by curl_multi_socket_action(): curl tells us which
+ * sockets to watch (SocketChanged) and when its next timeout is
+ * (TimerChanged), an epoll set of the process watches them, and each
+ * wake-up hands curl only the socket that is ready, so the cost of an
+ * answer does not grow with the number of requests in flight.  The loop
+ * waits at most 100 ms in epoll_wait() and then calls
+ * CHECK_FOR_INTERRUPTS(), so SIGTERM, query cancel and statement_timeout
+ * stop a batch within a fraction of a second.  Curl
  * callbacks never call into PostgreSQL (no palloc, no ereport); they only
  * append to malloc'd buffers.  If an error is raised while a batch runs,
  * every easy handle and buffer of the batch is released before it
@@ -27,6 +32,8 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <time.h>
 
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
@@ -39,9 +46,60 @@ StaticAssertDecl(sizeof(((AcRequest *) 0)->transport_error) >= CURL_ERROR_SIZE,
 				 "transport_error holds curl's error buffer");
 #define MAX_RESPONSE (64 * 1024 * 1024)
 
-static CURLM *multi = NULL;
+/* the most sockets one epoll_wait() reports */
+#define MAX_EVENTS 64
+/* the longest wait between two CHECK_FOR_INTERRUPTS() of a batch */
+#define MAX_WAIT_MS 100
 
-/* Create the process-wide multi handle on first use. */
+static CURLM *multi = NULL;
+/* the sockets curl watches; -1 until the multi handle exists */
+static int	epoll_fd = -1;
+/* when curl wants its timeout action, in ms of the monotonic clock; -1: never */
+static int64 timer_at = -1;
+
+/* Milliseconds of the monotonic clock. */
+static int64
+NowMs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * curl's socket callback: watch s for what curl waits for, or stop.  Called
+ * on our thread from inside curl; plain C only.
+ */
+static int
+SocketChanged(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		/* the socket may already be closed, which removed it: ignore */
+		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 &&
+		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0)
+		return -1;				/* curl fails the transfers of this socket */
+	return 0;
+}
+
+/* curl's timer callback: remember when it wants its timeout action. */
+static int
+TimerChanged(CURLM *m, long timeout_ms, void *userp)
+{
+	timer_at = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
+	return 0;
+}
+
+/* Create the process-wide multi handle and its epoll set on first use. */
 static CURLM *
 GetMulti(void)
 {
@@ -51,13 +109,55 @@ GetMulti(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_SYSTEM_ERROR),
 					 errmsg("could not initialise libcurl")));
+		if (epoll_fd < 0)
+			epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+		if (epoll_fd < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not create an epoll set for the Temporal client: %m")));
 		multi = curl_multi_init();
 		if (multi == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a curl multi handle")));
+		curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, SocketChanged);
+		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, TimerChanged);
 	}
 	return multi;
+}
+
+/*
+ * Hand curl what is ready: each of the sockets epoll reported, then its
+ * timeout action when that is due.  Signals stay blocked meanwhile, so
+ * that curl's resolver threads are born with them blocked.
+ */
+static void
+DriveCurl(CURLM *m, struct epoll_event *evs, int nevs)
+{
+	sigset_t	all;
+	sigset_t	old;
+	int			running;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (int i = 0; i < nevs; i++)
+	{
+		int			mask = 0;
+
+		if (evs[i].events & EPOLLIN)
+			mask |= CURL_CSELECT_IN;
+		if (evs[i].events & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (evs[i].events & (EPOLLERR | EPOLLHUP))
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(m, evs[i].data.fd, mask, &running);
+	}
+	if (timer_at >= 0 && NowMs() >= timer_at)
+	{
+		timer_at = -1;
+		curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Escape one path segment or query value; result is palloc'd. */
@@ -379,7 +479,8 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 	{
 		while (next < nreqs || in_flight > 0)
 		{
-			int			running;
+			struct epoll_event evs[MAX_EVENTS];
+			int			nevs = 0;
 			CURLMsg    *msg;
 			int			left;
 
@@ -388,16 +489,17 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 				StartRequest(reqs[next++]);
 				in_flight++;
 			}
+			/* wait for a socket or curl's next timeout, at most 100 ms */
+			if (timer_at < 0 || timer_at > NowMs())
 			{
-				sigset_t	all;
-				sigset_t	old;
+				int64		wait = timer_at < 0 ? MAX_WAIT_MS :
+					Min(timer_at - NowMs(), MAX_WAIT_MS);
 
-				/* curl's resolver threads must not run our signal handlers */
-				sigfillset(&all);
-				pthread_sigmask(SIG_BLOCK, &all, &old);
-				curl_multi_perform(m, &running);
-				pthread_sigmask(SIG_SETMASK, &old, NULL);
+				nevs = epoll_wait(epoll_fd, evs, MAX_EVENTS, (int) Max(wait, 0));
+				if (nevs < 0)
+					nevs = 0;	/* a signal: CHECK_FOR_INTERRUPTS below */
 			}
+			DriveCurl(m, evs, nevs);
 			while ((msg = curl_multi_info_read(m, &left)) != NULL)
 			{
 				AcRequest  *req;
@@ -418,8 +520,6 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 					in_flight++;
 				}
 			}
-			if (in_flight > 0)
-				curl_multi_poll(m, NULL, 0, 100, NULL);
 			CHECK_FOR_INTERRUPTS();
 			if (run_tick)
 				run_tick(run_tick_arg);
