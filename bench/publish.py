@@ -17,6 +17,7 @@ Runs against the stack whose environment bench/run.sh exported.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -103,12 +104,26 @@ def tps(conn):
         else:
             pub.append(pgbench(publish, TPS_SECONDS, "publish"))
     wait_outbox_empty(conn)
+    # the call alone: the dispatcher stopped (SIGSTOP), so that neither it nor
+    # nats-server nor the router takes the 2 cores from the publishing
+    # backends; the outbox fills and drains once it goes on
+    dpid = conn.execute("SELECT pid FROM pg_stat_activity "
+                        "WHERE backend_type = 'activity_core dispatcher'").fetchone()[0]
+    os.kill(dpid, signal.SIGSTOP)
+    try:
+        alone = pgbench(publish, TPS_SECONDS, "publish-alone")
+    finally:
+        os.kill(dpid, signal.SIGCONT)
+    wait_outbox_empty(conn)
     mi, mp = sorted(ins)[len(ins) // 2], sorted(pub)[len(pub) // 2]
     print(f"   plain INSERT: {', '.join(f'{x:.0f}' for x in ins)} TPS; ac_publish: "
           f"{', '.join(f'{x:.0f}' for x in pub)} TPS; ratio {mp / mi:.2f}")
+    print(f"   ac_publish with the dispatcher stopped (the call alone, nothing published meanwhile): "
+          f"{alone:.0f} TPS; ratio {alone / mi:.2f}")
     for p in profile[:10]:
         print(f"     {p['pct']:5.2f}%  {p['dso']:<20} {p['sym']}")
     save("publish", insert_tps=ins, publish_tps=pub, tps_ratio=mp / mi, publish_profile=profile,
+         publish_alone_tps=alone, publish_alone_ratio=alone / mi,
          clients=CLIENTS, tps_seconds=TPS_SECONDS)
     conn.execute("DROP TABLE bench_plain")
 

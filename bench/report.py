@@ -179,6 +179,10 @@ def main():
     if pub:
         lines.append(f"| `ac_publish` rounds / INSERT rounds, TPS | {', '.join(fmt(x) for x in pub.get('publish_tps', []))}"
                      f" / {', '.join(fmt(x) for x in pub.get('insert_tps', []))} |")
+        if pub.get("publish_alone_tps") is not None:
+            lines.append(f"| `ac_publish` alone (the dispatcher stopped, nothing published meanwhile) / plain INSERT, TPS | "
+                         f"{fmt(pub['publish_alone_tps'])} / {fmt(sorted(pub['insert_tps'])[len(pub['insert_tps']) // 2])} "
+                         f"({fmt(pub.get('publish_alone_ratio'), 2)}) |")
         lines.append(f"| backlog empty after the clients stopped | {fmt(pub.get('backlog_settle_s'), 1)} s; "
                      f"{fmt(pub.get('backlog_stream_messages'))} messages reached the stream |")
         lines.append(f"| drain of {fmt(pub.get('drain_n'))}: stream gained (dispatcher / async client) | "
