@@ -46,7 +46,7 @@ TEMPORAL = os.environ["AC_TEMPORAL_URL"].split("//", 1)[1]
 THROUGHPUT_N = int(os.environ.get("BENCH_EVENTS_N", "1000" if QUICK else "3000"))
 INTAKE_N = int(os.environ.get("BENCH_INTAKE_N", "50000" if QUICK else "200000"))
 SOAK_N = int(os.environ.get("BENCH_SOAK_N", "100000" if QUICK else "1000000"))
-LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "15" if QUICK else "60"))
+LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "10" if QUICK else "60"))
 SIZES = [int(x) for x in os.environ.get("BENCH_MATCH_SIZES", "10,1000,10000,100000").split(",")]
 
 

@@ -31,9 +31,9 @@ from common import QUICK, REPO, perf_top, save
 
 PAYLOAD = '{"order": 12345, "region": "eu", "items": [{"sku": "a-1", "n": 2}], "total": 12.5}'
 CLIENTS = 4
-TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "8" if QUICK else "20"))
+TPS_SECONDS = int(os.environ.get("BENCH_TPS_SECONDS", "6" if QUICK else "20"))
 ROUNDS = int(os.environ.get("BENCH_TPS_ROUNDS", "1" if QUICK else "2"))
-BACKLOG_SECONDS = int(os.environ.get("BENCH_BACKLOG_SECONDS", "15" if QUICK else "60"))
+BACKLOG_SECONDS = int(os.environ.get("BENCH_BACKLOG_SECONDS", "10" if QUICK else "60"))
 DRAIN_N = int(os.environ.get("BENCH_DRAIN_N", "20000" if QUICK else "100000"))
 STATE = os.environ.get("AC_STATE", "/tmp")
 

@@ -16,7 +16,7 @@ import psycopg
 
 from common import QUICK, save
 
-N = int(os.environ.get("BENCH_RECONCILE_N", "1000" if QUICK else "10000"))
+N = int(os.environ.get("BENCH_RECONCILE_N", "500" if QUICK else "10000"))
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
