@@ -8,8 +8,8 @@ prints the median rate of each, their ratio, what the scrapes took, and
 the CPU time a scrape costs the metrics worker and the scraper (the part
 of the cost that does not drown in the noise of a shared machine).
 Runs against the stack whose environment bench/run.sh exported (needs
-AC_METRICS_URL).  BENCH_SCRAPE_N events per round (default 100,000),
-BENCH_SCRAPE_ROUNDS rounds of each kind (default 5), BENCH_SCRAPE_EVERY_MS
+AC_METRICS_URL).  BENCH_SCRAPE_N events per round (default 100,000; QUICK=1: 30,000),
+BENCH_SCRAPE_ROUNDS rounds of each kind (default 5; QUICK=1: 3), BENCH_SCRAPE_EVERY_MS
 (default 100).
 """
 import asyncio
@@ -23,11 +23,12 @@ import urllib.request
 import psycopg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import QUICK  # noqa: E402
 from events import hold_router, publish, stat, wait_for_stream  # noqa: E402
 
 METRICS_URL = os.environ.get("AC_METRICS_URL", "http://127.0.0.1:9090/metrics")
-N = int(os.environ.get("BENCH_SCRAPE_N", "100000"))
-ROUNDS = int(os.environ.get("BENCH_SCRAPE_ROUNDS", "5"))
+N = int(os.environ.get("BENCH_SCRAPE_N", "30000" if QUICK else "100000"))
+ROUNDS = int(os.environ.get("BENCH_SCRAPE_ROUNDS", "3" if QUICK else "5"))
 EVERY = int(os.environ.get("BENCH_SCRAPE_EVERY_MS", "100")) / 1000.0
 
 
