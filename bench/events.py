@@ -193,17 +193,24 @@ def throughput(conn):
 
 
 def hold_router(conn, hold):
-    """Keep the router away from NATS (hold=True) or let it back."""
+    """Keep the router away from NATS (hold=True) or let it back.
+
+    A reload alone does it: the router closes its connection when the URL
+    changes, and a reload wakes it from its back-off to connect at once.
+    The router is never terminated here: a router that reconnected in the
+    reload's moment and was then replaced would stop for the worker's
+    restart interval in the middle of the measured drain."""
     if hold:
         conn.execute("ALTER SYSTEM SET activity_core.nats_url = 'nats://127.0.0.1:1'")
     else:
         conn.execute("ALTER SYSTEM RESET activity_core.nats_url")
     conn.execute("SELECT pg_reload_conf()")
-    time.sleep(0.5)
-    pid = router_pid(conn)
-    if pid:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    time.sleep(1)
+    if hold:
+        # the router has let go once it no longer says it is connected
+        deadline = time.time() + 30
+        while time.time() < deadline and conn.execute(
+                "SELECT state = 'connected' FROM ac_router_status()").fetchone()[0]:
+            time.sleep(0.05)
 
 
 def intake(conn):
