@@ -27,6 +27,34 @@ SELECT * FROM ac_explain_match('{"event_id": "a/b", "type": "order.created"}');
 SELECT * FROM ac_explain_match('{"event_id": "x", "type": "order.created", "payload": [1]}');
 SELECT * FROM ac_explain_match('[]');
 
+-- the matcher agrees with SQL's @> on every pair of these filters and payloads:
+-- scalar-only filters (strings, numbers written two ways, booleans, null) and
+-- nested ones, against payloads that have, lack or differ in each member
+CREATE TEMP TABLE flat_filters (n int, filters jsonb);
+INSERT INTO flat_filters VALUES
+	(1, '{"region": "eu"}'), (2, '{"tier": 2}'), (3, '{"tier": 2.0}'), (4, '{"tier": "2"}'),
+	(5, '{"ok": true}'), (6, '{"ok": false}'), (7, '{"gone": null}'), (8, '{"region": "eu", "tier": 2}'),
+	(9, '{"region": "EU"}'), (10, '{"region": "e"}'), (11, '{"lines": [{"sku": "a"}]}'),
+	(12, '{"lines": []}'), (13, '{"nested": {"k": 1}}'), (14, '{"nested": {}}'), (15, '{"": ""}'),
+	(16, '{"region": "eu", "nested": {"k": 1}}'), (17, '{"big": 1e3}'), (18, '{"q": "a\"b\u00e9"}');
+CREATE TEMP TABLE flat_payloads (p int, payload jsonb);
+INSERT INTO flat_payloads VALUES
+	(1, '{}'), (2, '{"region": "eu"}'), (3, '{"region": "eu", "tier": 2, "ok": true, "gone": null}'),
+	(4, '{"tier": 2.00}'), (5, '{"tier": "2"}'), (6, '{"ok": false, "gone": 0}'),
+	(7, '{"region": ["eu"], "tier": [2]}'), (8, '{"lines": [{"sku": "a", "n": 1}, {"sku": "b"}]}'),
+	(9, '{"nested": {"k": 1, "j": 2}, "region": "eu"}'), (10, '{"nested": {"k": "1"}}'),
+	(11, '{"": "", "big": 1000}'), (12, '{"region": {"eu": true}, "q": "a\"b\u00e9"}'), (13, '{"ok": "true"}'),
+	(14, '{"tier": 3, "big": 1001, "ok": null, "region": "eu "}');
+INSERT INTO ac_activity_definitions (name, trigger_type, trigger_config)
+SELECT 'flat-' || n, 'event', jsonb_build_object('event_type', 'flat.t', 'filters', filters) FROM flat_filters;
+SELECT count(*) AS pairs, count(*) FILTER (WHERE e.matches <> (p.payload @> f.filters)) AS disagreements,
+	count(*) FILTER (WHERE e.matches) AS matching
+FROM flat_payloads p
+CROSS JOIN LATERAL ac_explain_match(jsonb_build_object('event_id', 'f' || p.p, 'type', 'flat.t',
+	'payload', p.payload)) e
+JOIN flat_filters f ON e.name = 'flat-' || f.n;
+DELETE FROM ac_activity_definitions WHERE name LIKE 'flat-%';
+
 -- ac_publish refuses what the router would refuse
 SELECT ac_publish('order created', '{}');
 SELECT ac_publish('order.*', '{}');

@@ -31,6 +31,7 @@
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
@@ -63,6 +64,95 @@ Contains(Jsonb *payload, Jsonb *filters)
 											JsonbPGetDatum(filters)));
 }
 
+/*
+ * Note the members of filters when it is an object of scalars only (the
+ * common case), for FlatContains; d->nflat is -1 otherwise.  The values
+ * point into d->filters, which lives as long as the definition.
+ */
+static void
+NoteFlatFilters(AcEventDef *d)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	int			n = 0;
+
+	d->nflat = -1;
+	if (!JB_ROOT_IS_OBJECT(d->filters))
+		return;
+	d->flat_keys = palloc(sizeof(JsonbValue) * Max(JB_ROOT_COUNT(d->filters), 1));
+	d->flat_values = palloc(sizeof(JsonbValue) * Max(JB_ROOT_COUNT(d->filters), 1));
+	it = JsonbIteratorInit(&d->filters->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			d->flat_keys[n] = v;
+		else if (tok == WJB_VALUE)
+		{
+			if (!IsAJsonbScalar(&v))
+				return;
+			d->flat_values[n++] = v;
+		}
+	}
+	d->nflat = n;
+}
+
+/*
+ * payload @> filters for filters of scalar members only, with the rules of
+ * jsonb_contains: the payload is an object, and each member of filters is
+ * in it with an equal scalar value (numbers compare as numeric).
+ */
+static bool
+FlatContains(Jsonb *payload, const AcEventDef *d)
+{
+	if (!JB_ROOT_IS_OBJECT(payload))
+		return false;
+	for (int i = 0; i < d->nflat; i++)
+	{
+		const JsonbValue *want = &d->flat_values[i];
+		JsonbValue	buf;
+		JsonbValue *got = getKeyJsonValueFromContainer(&payload->root,
+													   d->flat_keys[i].val.string.val,
+													   d->flat_keys[i].val.string.len,
+													   &buf);
+
+		if (got == NULL || got->type != want->type)
+			return false;
+		switch (want->type)
+		{
+			case jbvNull:
+				break;
+			case jbvBool:
+				if (got->val.boolean != want->val.boolean)
+					return false;
+				break;
+			case jbvString:
+				if (got->val.string.len != want->val.string.len ||
+					memcmp(got->val.string.val, want->val.string.val, want->val.string.len) != 0)
+					return false;
+				break;
+			case jbvNumeric:
+				if (!DatumGetBool(DirectFunctionCall2(numeric_eq,
+													  NumericGetDatum(got->val.numeric),
+													  NumericGetDatum(want->val.numeric))))
+					return false;
+				break;
+			default:
+				return false;
+		}
+	}
+	return true;
+}
+
+/* Does payload @> d's filters?  The flat form when it has one. */
+static bool
+FiltersMatch(Jsonb *payload, const AcEventDef *d)
+{
+	if (d->nflat >= 0)
+		return FlatContains(payload, d);
+	return Contains(payload, d->filters);
+}
+
 /* Copy one definition row of the current SPI result. */
 static AcEventDef *
 ReadDef(HeapTuple tup, TupleDesc desc)
@@ -83,6 +173,7 @@ ReadDef(HeapTuple tup, TupleDesc desc)
 	else
 		d->filters = DatumGetJsonbPCopy(filters);
 	d->match_all = JB_ROOT_COUNT(d->filters) == 0;
+	NoteFlatFilters(d);
 	d->enabled = SPI_getvalue(tup, desc, 8)[0] == 't';
 	d->condition_text = SPI_getvalue(tup, desc, 9);
 	if (d->condition_text)
@@ -249,7 +340,7 @@ MatchList(AcEventIndex *idx, AcEnvelope *env, bool count)
 			continue;
 		}
 		payload = AcEnvelopePayload(env);
-		if (d->match_all || Contains(payload, d->filters))
+		if (d->match_all || FiltersMatch(payload, d))
 		{
 			AcCondResult c = ConditionHolds(d, payload, NULL);
 
@@ -366,7 +457,7 @@ ac_explain_match(PG_FUNCTION_ARGS)
 			else if (strcmp(d->event_type, env.type) != 0)
 				values[3] = CStringGetTextDatum(psprintf("event_type is \"%s\", not \"%s\"",
 														 d->event_type, env.type));
-			else if (!d->match_all && !Contains(AcEnvelopePayload(&env), d->filters))
+			else if (!d->match_all && !FiltersMatch(AcEnvelopePayload(&env), d))
 				values[3] = CStringGetTextDatum(FailingKey(d, AcEnvelopePayload(&env)));
 			else
 				values[3] = CStringGetTextDatum(ConditionReason(d, AcEnvelopePayload(&env)));

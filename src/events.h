@@ -39,6 +39,10 @@ typedef struct AcEventDef
 	char	   *event_type;
 	Jsonb	   *filters;
 	bool		match_all;		/* empty filters */
+	int			nflat;			/* filters is an object of nflat scalar
+								 * members (keys and values below), or -1 */
+	JsonbValue *flat_keys;
+	JsonbValue *flat_values;
 	bool		enabled;
 	char	   *condition_text; /* trigger_config.condition, or NULL */
 	JsonPath   *condition;		/* parsed once, when the index is built */
