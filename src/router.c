@@ -115,6 +115,9 @@ static Oid	definitions_relid = InvalidOid;
 static HTAB *delivery_counts = NULL;
 static int	consumer_ack_wait_ms = 0;	/* the ack wait the consumer was given */
 
+/* memory the batch context keeps between batches */
+#define BATCH_KEPT_BYTES (4 * 1024 * 1024)
+
 /* A batch kept alive with in-progress acks while its starts run. */
 typedef struct BatchProgress
 {
@@ -699,8 +702,14 @@ ac_router_main(Datum arg)
 	before_shmem_exit(RouterExit, (Datum) 0);
 	CacheRegisterRelcacheCallback(DefinitionsInvalidated, (Datum) 0);
 
+	/*
+	 * The first block is kept across resets: a batch of ordinary events fits
+	 * in it, so routing one does not return memory to the C library and
+	 * fault it in again for the next.
+	 */
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "activity_core router batch",
-									  ALLOCSET_DEFAULT_SIZES);
+									  BATCH_KEPT_BYTES, ALLOCSET_DEFAULT_INITSIZE,
+									  ALLOCSET_DEFAULT_MAXSIZE);
 	for (;;)
 	{
 		volatile long sleep_ms = 0;
