@@ -27,7 +27,7 @@ import uuid
 
 import psycopg
 
-from common import QUICK, REPO, perf_top, save
+from common import QUICK, REPO, cpu_seconds, perf_top, save
 
 PAYLOAD = '{"order": 12345, "region": "eu", "items": [{"sku": "a-1", "n": 2}], "total": 12.5}'
 CLIENTS = 4
@@ -76,6 +76,34 @@ def backend_pids(conn):
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'")]
 
 
+def pipeline_pids(conn):
+    """The processes that carry a published event on: dispatcher, nats-server, router."""
+    rows = dict(conn.execute("SELECT backend_type, pid FROM pg_stat_activity WHERE backend_type IN "
+                             "('activity_core dispatcher', 'activity_core router')").fetchall())
+    with open(os.path.join(STATE, "nats", "nats.pid")) as f:
+        nats_pid = int(f.read().strip())
+    return {"dispatcher": rows.get("activity_core dispatcher"), "nats-server": nats_pid,
+            "router": rows.get("activity_core router")}
+
+
+def machine_ticks():
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    return sum(vals) - vals[3] - vals[4], sum(vals)
+
+
+def measured_pgbench(conn, script, seconds, tag):
+    """pgbench's TPS, with the CPU the pipeline processes and the machine spent meanwhile."""
+    pids = pipeline_pids(conn)
+    c0 = {k: cpu_seconds(p) for k, p in pids.items() if p}
+    b0, t0 = machine_ticks()
+    rate = pgbench(script, seconds, tag)
+    b1, t1 = machine_ticks()
+    cpu = {k: cpu_seconds(p) - c0[k] for k, p in pids.items() if p and k in c0}
+    return rate, {"cpu_s": cpu, "machine_busy": (b1 - b0) / max(t1 - t0, 1), "seconds": seconds}
+
+
 def tps(conn):
     print(f"1. ac_publish per transaction vs a plain INSERT of the same payload: pgbench, {CLIENTS} clients, "
           f"{ROUNDS} x {TPS_SECONDS} s each")
@@ -86,12 +114,22 @@ def tps(conn):
     publish = f"SELECT ac_publish('bench.pub', '{PAYLOAD}');"
     ins, pub = [], []
     profile = []
+    split = {}
     for r in range(ROUNDS):
         wait_outbox_empty(conn)
-        ins.append(pgbench(insert, TPS_SECONDS, "insert"))
+        if r == 0:
+            rate, split["insert"] = measured_pgbench(conn, insert, TPS_SECONDS, "insert")
+            ins.append(rate)
+        else:
+            ins.append(pgbench(insert, TPS_SECONDS, "insert"))
         conn.execute("TRUNCATE bench_plain")
         wait_outbox_empty(conn)
-        if r == ROUNDS - 1:
+        if r == 0:
+            # where the CPU goes while the clients publish: the pipeline's
+            # processes per published event, and how busy the machine is
+            rate, split["publish"] = measured_pgbench(conn, publish, TPS_SECONDS, "publish")
+            pub.append(rate)
+        elif r == ROUNDS - 1:
             # profile the publishing backends in the middle of the last round
             holder = {}
             t = threading.Thread(target=lambda: holder.update(tps=pgbench(publish, TPS_SECONDS, "publish")))
@@ -120,9 +158,17 @@ def tps(conn):
           f"{', '.join(f'{x:.0f}' for x in pub)} TPS; ratio {mp / mi:.2f}")
     print(f"   ac_publish with the dispatcher stopped (the call alone, nothing published meanwhile): "
           f"{alone:.0f} TPS; ratio {alone / mi:.2f}")
+    events = pub[0] * TPS_SECONDS
+    per_event = {k: v * 1e6 / max(events, 1) for k, v in split["publish"]["cpu_s"].items()}
+    print(f"   machine busy: {split['insert']['machine_busy'] * 100:.0f}% of its {os.cpu_count()} cores "
+          f"during the INSERT round, {split['publish']['machine_busy'] * 100:.0f}% during the ac_publish round")
+    print("   CPU per published event in the first ac_publish round: "
+          + ", ".join(f"{k} {v:.1f} us" for k, v in per_event.items())
+          + f"; together {sum(split['publish']['cpu_s'].values()) / TPS_SECONDS:.2f} cores")
     for p in profile[:10]:
         print(f"     {p['pct']:5.2f}%  {p['dso']:<20} {p['sym']}")
     save("publish", insert_tps=ins, publish_tps=pub, tps_ratio=mp / mi, publish_profile=profile,
+         tps_cpu_split=split, tps_cpu_us_per_event=per_event,
          publish_alone_tps=alone, publish_alone_ratio=alone / mi,
          clients=CLIENTS, tps_seconds=TPS_SECONDS)
     conn.execute("DROP TABLE bench_plain")

@@ -183,6 +183,14 @@ def main():
             lines.append(f"| `ac_publish` alone (the dispatcher stopped, nothing published meanwhile) / plain INSERT, TPS | "
                          f"{fmt(pub['publish_alone_tps'])} / {fmt(sorted(pub['insert_tps'])[len(pub['insert_tps']) // 2])} "
                          f"({fmt(pub.get('publish_alone_ratio'), 2)}) |")
+        split, per_event = pub.get("tps_cpu_split"), pub.get("tps_cpu_us_per_event")
+        if split and per_event:
+            lines.append("| CPU per published event while 4 clients publish (first round): "
+                         + ", ".join(per_event) + " | "
+                         + ", ".join(f"{v:.1f}" for v in per_event.values())
+                         + f" µs; together {sum(split['publish']['cpu_s'].values()) / split['publish']['seconds']:.2f} cores |")
+            lines.append(f"| machine busy during the INSERT round / the `ac_publish` round | "
+                         f"{split['insert']['machine_busy'] * 100:.0f}% / {split['publish']['machine_busy'] * 100:.0f}% |")
         lines.append(f"| backlog empty after the clients stopped | {fmt(pub.get('backlog_settle_s'), 1)} s; "
                      f"{fmt(pub.get('backlog_stream_messages'))} messages reached the stream |")
         lines.append(f"| drain of {fmt(pub.get('drain_n'))}: stream gained (dispatcher / async client) | "
