@@ -57,9 +57,6 @@ static int	epoll_fd = -1;
 /* when curl wants its timeout action, in ms of the monotonic clock; -1: never */
 static int64 timer_at = -1;
 
-/* the connections the multi handle keeps open between runs */
-static int	max_connections_kept = 0;
-
 /* Milliseconds of the monotonic clock. */
 static int64
 NowMs(void)
@@ -478,18 +475,6 @@ AcTemporalRun(AcRequest **reqs, int nreqs, int concurrency,
 		return;
 	}
 	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long) concurrency);
-
-	/*
-	 * Keep the connections of the largest run open between runs.  curl's
-	 * default keeps four per easy handle still added, so it closed most of
-	 * them as a run's last requests finished, and the next run opened them
-	 * again.
-	 */
-	if (concurrency > max_connections_kept)
-	{
-		max_connections_kept = concurrency;
-		curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long) max_connections_kept);
-	}
 	PG_TRY();
 	{
 		while (next < nreqs || in_flight > 0)
