@@ -116,23 +116,22 @@ def tps(conn):
     profile = []
     split = {}
     for r in range(ROUNDS):
+        def run(script, tag, first=r == 0):
+            """One pgbench round; the first also measures where the CPU goes
+            (the pipeline's processes, and how busy the machine is)."""
+            if not first:
+                return pgbench(script, TPS_SECONDS, tag)
+            rate, split[tag] = measured_pgbench(conn, script, TPS_SECONDS, tag)
+            return rate
+
         wait_outbox_empty(conn)
-        if r == 0:
-            rate, split["insert"] = measured_pgbench(conn, insert, TPS_SECONDS, "insert")
-            ins.append(rate)
-        else:
-            ins.append(pgbench(insert, TPS_SECONDS, "insert"))
+        ins.append(run(insert, "insert"))
         conn.execute("TRUNCATE bench_plain")
         wait_outbox_empty(conn)
-        if r == 0:
-            # where the CPU goes while the clients publish: the pipeline's
-            # processes per published event, and how busy the machine is
-            rate, split["publish"] = measured_pgbench(conn, publish, TPS_SECONDS, "publish")
-            pub.append(rate)
-        elif r == ROUNDS - 1:
+        if r == ROUNDS - 1:
             # profile the publishing backends in the middle of the last round
             holder = {}
-            t = threading.Thread(target=lambda: holder.update(tps=pgbench(publish, TPS_SECONDS, "publish")))
+            t = threading.Thread(target=lambda: holder.update(tps=run(publish, "publish")))
             t.start()
             time.sleep(2)
             with psycopg.connect(autocommit=True) as c2:
@@ -140,7 +139,7 @@ def tps(conn):
             t.join()
             pub.append(holder["tps"])
         else:
-            pub.append(pgbench(publish, TPS_SECONDS, "publish"))
+            pub.append(run(publish, "publish"))
     wait_outbox_empty(conn)
     # the call alone: the dispatcher stopped (SIGSTOP), so that neither it nor
     # nats-server nor the router takes the 2 cores from the publishing

@@ -185,7 +185,7 @@ def main():
                          f"({fmt(pub.get('publish_alone_ratio'), 2)}) |")
         split, per_event = pub.get("tps_cpu_split"), pub.get("tps_cpu_us_per_event")
         if split and per_event:
-            lines.append("| CPU per published event while 4 clients publish (first round): "
+            lines.append(f"| CPU per published event while {pub.get('clients', 4)} clients publish (first round): "
                          + ", ".join(per_event) + " | "
                          + ", ".join(f"{v:.1f}" for v in per_event.values())
                          + f" µs; together {sum(split['publish']['cpu_s'].values()) / split['publish']['seconds']:.2f} cores |")
