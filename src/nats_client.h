@@ -70,7 +70,24 @@ typedef struct AcPubBatchResult
 	char		close_error[256];
 } AcPubBatchResult;
 
-extern bool AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
-							   AcPubBatchResult *res);
+/*
+ * A batch in flight: handed to the library by AcNatsPublishStart(), its
+ * answers collected by AcNatsPublishFinish().  PostgreSQL work may run in
+ * between, as long as an error on the way calls AcNatsPublishAbandon().
+ */
+typedef struct AcPubBatch
+{
+	AcNats	   *n;
+	AcPubItem  *items;
+	int			count;
+	int			sent;			/* items[0..sent) were handed over */
+	void	   *slots;			/* the library's messages, for its answers */
+	AcPubBatchResult res;
+} AcPubBatch;
+
+extern bool AcNatsPublishStart(AcNats *n, AcPubBatch *b, AcPubItem *items,
+							   int count, int window);
+extern void AcNatsPublishFinish(AcPubBatch *b);
+extern void AcNatsPublishAbandon(void);
 
 #endif							/* AC_NATS_CLIENT_H */

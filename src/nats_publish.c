@@ -4,24 +4,27 @@
  *	  Publish a batch of messages to JetStream asynchronously, with a
  *	  window of acknowledgements in flight, and report each one's outcome.
  *
- * The dispatcher used to wait for each publish's acknowledgement before it
- * sent the next, so its rate was one round trip per message.  Here every
- * message of a batch is created first, then handed to js_PublishMsgAsync()
- * (which keeps at most `window` unacknowledged), and
- * js_PublishAsyncComplete() waits, bounded, for the rest.  The library
- * answers each message on its own thread through AckHandler: that
+ * AcNatsPublishStart() creates every message of a batch, then hands them
+ * to js_PublishMsgAsync() (which keeps at most `window` unacknowledged)
+ * and returns; the caller may do its database work while the answers come
+ * back, and AcNatsPublishFinish() waits, bounded, for the rest.  The
+ * library answers each message on its own thread through AckHandler: that
  * callback only finds the message's slot (a binary search over an array
  * made before the first send), writes its outcome there and destroys the
  * message; it never calls PostgreSQL code.  A mutex and an `active` flag
- * keep a late answer from writing into a batch that is over.  Messages
- * still unanswered when the wait ends are taken back
- * (js_PublishAsyncGetPendingList) and reported as not acknowledged.
+ * keep a late answer from writing into a batch that is over, or that
+ * AcNatsPublishAbandon() gave up (an error between start and finish: the
+ * caller's memory goes, the answers no longer matter).  Messages still
+ * unanswered when the wait ends are taken back
+ * (js_PublishAsyncGetPendingList) and reported as not acknowledged.  One
+ * batch is in flight at a time.
  *
- * Signals stay blocked from the first library call to the last (the
- * library starts its reply thread on the first asynchronous publish);
- * every wait in between is bounded (the stall wait and the completion
- * wait are 1 s each), and nothing in between allocates with palloc or
- * reports with elog.
+ * Signals are blocked around every library call (the library starts its
+ * reply thread on the first asynchronous publish, which must not take
+ * PostgreSQL's signals); every wait is bounded: the stall wait is 1 s,
+ * and the completion wait goes on in 1 s slices only while answers keep
+ * coming, with interrupts checked between slices.  Nothing done with
+ * signals blocked allocates with palloc or reports with elog.
  *
  * IDENTIFICATION
  *	  src/nats_publish.c
@@ -36,9 +39,14 @@
 
 #include "nats_client.h"
 
-/* how long a send waits for room in the window, and the batch for its acks */
+/*
+ * how long a send waits for room in the window, and one slice of the
+ * wait for a batch's acknowledgements
+ */
 #define STALL_WAIT_MS 1000
 #define COMPLETE_WAIT_MS 1000
+/* the wait for a batch's acknowledgements ends after this many slices */
+#define COMPLETE_MAX_SLICES 30
 
 /* A message of the batch and the slot of its outcome. */
 typedef struct PubSlot
@@ -143,26 +151,66 @@ LastError(natsStatus s, char *buf, size_t size)
 	strlcpy(buf, last && last[0] ? last : natsStatus_GetText(s), size);
 }
 
+/* Make the batch over: no answer writes into it from now on. */
+static void
+Deactivate(void)
+{
+	pthread_mutex_lock(&pub_state.mutex);
+	pub_state.active = false;
+	pub_state.items = NULL;
+	pub_state.slots = NULL;
+	pub_state.nslots = 0;
+	pthread_mutex_unlock(&pub_state.mutex);
+}
+
 /*
- * Publish items[0..count) with their Msg-Ids, at most `window` of them
- * unacknowledged at a time.  Every item gets sent/done/status; res says
- * where sending stopped and whether the connection is closed.  Returns
- * false when not even the context could be made (nothing sent).  Call
- * with signals unblocked: this blocks them itself.
+ * Give up the batch in flight, if any, on an error path: its answers are
+ * dropped when they come, and the caller's memory may go.  Its rows were
+ * not recorded, so they go again (their Msg-Ids make that harmless).
+ */
+void
+AcNatsPublishAbandon(void)
+{
+	Deactivate();
+}
+
+/* How many of the batch's messages were answered so far. */
+static int
+Answered(void)
+{
+	int			a;
+
+	pthread_mutex_lock(&pub_state.mutex);
+	a = pub_state.answered;
+	pthread_mutex_unlock(&pub_state.mutex);
+	return a;
+}
+
+/*
+ * Hand items[0..count) to the library with their Msg-Ids, at most
+ * `window` of them unacknowledged at a time, and return without waiting
+ * for the last answers: b is the batch in flight, for
+ * AcNatsPublishFinish().  b->res says where sending stopped.  Returns
+ * false when not even the context could be made (nothing sent, nothing
+ * to finish).  Call with signals unblocked: this blocks them itself.
  */
 bool
-AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
-				   AcPubBatchResult *res)
+AcNatsPublishStart(AcNats *n, AcPubBatch *b, AcPubItem *items, int count, int window)
 {
 	PubSlot    *slots = palloc0(sizeof(PubSlot) * Max(count, 1));
 	natsMsg   **msgs = palloc0(sizeof(natsMsg *) * Max(count, 1));
+	AcPubBatchResult *res = &b->res;
 	sigset_t	old;
 	natsStatus	s;
 	natsStatus	create_status = NATS_OK;
 	int			made = 0;
 	int			sent = 0;
-	int			taken_back = 0;
 
+	b->n = n;
+	b->items = items;
+	b->count = count;
+	b->sent = 0;
+	b->slots = slots;
 	memset(res, 0, sizeof(*res));
 	res->first_unsent = count;
 
@@ -175,6 +223,7 @@ AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
 		res->send_status = s;
 		LastError(s, res->send_error, sizeof(res->send_error));
 		AcNatsRestoreSignals(&old);
+		pfree(msgs);
 		return false;
 	}
 	for (made = 0; made < count; made++)
@@ -223,16 +272,61 @@ AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
 	/* the messages made but never handed over are still ours */
 	for (int i = sent + 1; i < made; i++)
 		natsMsg_Destroy(msgs[i]);
+	AcNatsRestoreSignals(&old);
+	b->sent = sent;
+	pfree(msgs);
+	return true;
+}
+
+/*
+ * Wait for the answers of the batch AcNatsPublishStart() handed over, in
+ * slices of at most 1 s, for as long as answers keep coming (at most
+ * COMPLETE_MAX_SLICES), then report every item: done and its status, or
+ * not acknowledged.  b->res also says whether the connection is closed.
+ */
+void
+AcNatsPublishFinish(AcPubBatch *b)
+{
+	AcPubItem  *items = b->items;
+	AcPubBatchResult *res = &b->res;
+	sigset_t	old;
+	natsStatus	s = NATS_OK;
+	int			sent = b->sent;
+	int			taken_back = 0;
 
 	if (sent > 0)
 	{
+		int			before = -1;
 		jsPubOptions po;
+
+		for (int slice = 0; slice < COMPLETE_MAX_SLICES; slice++)
+		{
+			int			now;
+
+			AcNatsBlockSignals(&old);
+			jsPubOptions_Init(&po);
+			po.MaxWait = COMPLETE_WAIT_MS;
+			s = js_PublishAsyncComplete(b->n->pub_js, &po);
+			AcNatsRestoreSignals(&old);
+			now = Answered();
+			if (s == NATS_OK || now == before || natsConnection_IsClosed(b->n->nc))
+				break;
+			before = now;
+			if (InterruptPending && (ProcDiePending || QueryCancelPending))
+			{
+				/* a shutdown or a cancel: the rows go again */
+				Deactivate();
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+
+	AcNatsBlockSignals(&old);
+	if (sent > 0 && s != NATS_OK)
+	{
 		natsMsgList pending = {0};
 
-		jsPubOptions_Init(&po);
-		po.MaxWait = COMPLETE_WAIT_MS;
-		s = js_PublishAsyncComplete(n->pub_js, &po);
-		if (s != NATS_OK && js_PublishAsyncGetPendingList(&pending, n->pub_js) == NATS_OK)
+		if (js_PublishAsyncGetPendingList(&pending, b->n->pub_js) == NATS_OK)
 		{
 			pthread_mutex_lock(&pub_state.mutex);
 			for (int j = 0; j < pending.Count; j++)
@@ -243,7 +337,7 @@ AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
 				{
 					items[slot->i].done = true;
 					items[slot->i].status = NATS_TIMEOUT;
-					strlcpy(items[slot->i].error, "no acknowledgement from JetStream within 1 s",
+					strlcpy(items[slot->i].error, "no acknowledgement from JetStream in time",
 							sizeof(items[slot->i].error));
 					taken_back++;
 				}
@@ -251,32 +345,22 @@ AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
 			pthread_mutex_unlock(&pub_state.mutex);
 			natsMsgList_Destroy(&pending);
 		}
-		/* an answer the library took off its list may still be on its way */
-		for (int waited = 0; waited < 1000; waited++)
-		{
-			bool		all;
-
-			pthread_mutex_lock(&pub_state.mutex);
-			all = pub_state.answered + taken_back >= sent;
-			pthread_mutex_unlock(&pub_state.mutex);
-			if (all)
-				break;
-			pg_usleep(1000L);
-		}
 	}
-	pthread_mutex_lock(&pub_state.mutex);
-	pub_state.active = false;
-	pub_state.items = NULL;
-	pub_state.slots = NULL;
-	pub_state.nslots = 0;
-	pthread_mutex_unlock(&pub_state.mutex);
+	/* an answer the library took off its list may still be on its way */
+	for (int waited = 0; sent > 0 && waited < 1000; waited++)
+	{
+		if (Answered() + taken_back >= sent)
+			break;
+		pg_usleep(1000L);
+	}
+	Deactivate();
 
-	res->closed = natsConnection_IsClosed(n->nc);
+	res->closed = natsConnection_IsClosed(b->n->nc);
 	if (res->closed)
 	{
 		const char *t = NULL;
 
-		res->close_status = natsConnection_GetLastError(n->nc, &t);
+		res->close_status = natsConnection_GetLastError(b->n->nc, &t);
 		if (t)
 			strlcpy(res->close_error, t, sizeof(res->close_error));
 	}
@@ -288,10 +372,9 @@ AcNatsPublishBatch(AcNats *n, AcPubItem *items, int count, int window,
 		{
 			items[i].done = true;
 			items[i].status = NATS_TIMEOUT;
-			strlcpy(items[i].error, "no acknowledgement from JetStream within 1 s",
+			strlcpy(items[i].error, "no acknowledgement from JetStream in time",
 					sizeof(items[i].error));
 		}
-	pfree(slots);
-	pfree(msgs);
-	return true;
+	pfree(b->slots);
+	b->slots = NULL;
 }

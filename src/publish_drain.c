@@ -10,7 +10,10 @@
  * duplicate within the stream's window, so a retry after a lost
  * acknowledgement publishes once) and deletes each row once JetStream
  * acknowledged it.  Failures are retried with backoff; a message NATS
- * refuses for good is marked error_permanent.  The NATS connection is
+ * refuses for good is marked error_permanent.  While a backlog fills whole
+ * batches, the database work overlaps the publishing: the next batch is
+ * read while the acknowledgements of one come back, and that one is
+ * recorded while the next is in flight.  The NATS connection is
  * opened on first use, after the fork, with signals blocked (nats_client.c).
  *
  * IDENTIFICATION
@@ -47,10 +50,44 @@ typedef struct OutboxRow
 	bool		untried;		/* not sent: the connection failed before it */
 } OutboxRow;
 
-/* acknowledgements in flight at a time (nats_publish.c) */
-#define PUBLISH_WINDOW 256
 /* outbox rows per batch */
 #define PUBLISH_BATCH 4000
+
+/*
+ * acknowledgements in flight at a time (nats_publish.c): a whole batch, so
+ * that handing it over never waits and the database work of the batches
+ * beside it runs while JetStream answers
+ */
+#define PUBLISH_WINDOW PUBLISH_BATCH
+
+/* one call goes on reading batches of a backlog for this long, then returns */
+#define PIPELINE_MS 500
+
+/* A batch of outbox rows and its publishing. */
+typedef struct DrainBatch
+{
+	MemoryContext cxt;			/* rows, items, errors */
+	OutboxRow  *rows;
+	int			n;
+	bool		full;			/* its fresh rows filled it: more may follow */
+	AcPubItem  *items;
+	int		   *row_of;
+	int			nitems;
+	bool		started;		/* in flight: AcNatsPublishFinish is due */
+	AcPubBatch	pub;
+	char	   *conn_error;
+	int			published;
+	bool		lost;			/* the connection failed under it */
+} DrainBatch;
+
+/*
+ * Fresh rows after this id: while the backlog fills whole batches, the
+ * next one starts after the last, not at the head of the key, which holds
+ * the entries of rows already deleted until VACUUM.  A short batch starts
+ * from the head again, so that a row committed late with a lower id waits
+ * no longer than the backlog does; so does a batch that was not recorded.
+ */
+static int64 fresh_after = 0;
 
 static AcNats *pub_nats = NULL;
 static bool exit_hook = false;
@@ -208,14 +245,6 @@ RecordOutboxRow(int i, void *arg)
 static int
 ReadOutbox(const char *q, bool fresh, int limit, OutboxRow *rows, int from, MemoryContext cxt)
 {
-	/*
-	 * Fresh rows after this id: while the backlog fills whole batches, the
-	 * next one starts after the last, not at the head of the key, which
-	 * holds the entries of rows already deleted until VACUUM.  A short
-	 * batch starts from the head again, so that a row committed late with
-	 * a lower id waits no longer than the backlog does.
-	 */
-	static int64 fresh_after = 0;
 	int			ret;
 	int			n;
 
@@ -260,58 +289,60 @@ ReadOutbox(const char *q, bool fresh, int limit, OutboxRow *rows, int from, Memo
 }
 
 /*
- * Publish a batch of due outbox rows; returns how many were handled.  The
- * batch goes out asynchronously, PUBLISH_WINDOW acknowledgements in flight
- * (nats_publish.c); the rows JetStream acknowledged are deleted in one
- * statement, the others recorded one by one.  A row NATS refuses for good (larger than the server's max_payload, or a
- * control line the server closes the connection over) is marked
- * error_permanent and skipped from then on.  When the connection fails
- * under the batch, its first unacknowledged row alone counts an attempt
- * and backs off; the other unacknowledged rows go on the next pass, on a fresh connection.  Rows tried before
- * come after fresh ones, so a failing row holds back nothing.
+ * Read a batch of due outbox rows in a transaction of its own: fresh ones
+ * first, then, when they do not fill it, those tried before (fewest
+ * attempts first), so that a failing row holds back nothing.
  */
-int
-AcDrainOutbox(const char *schema, int limit)
+static DrainBatch *
+ReadBatch(const char *q, int limit)
 {
-	const char *q = quote_identifier(schema);
-	OutboxRow  *rows;
-	int			n;
-	char	   *conn_error;
-	bool		lost = false;
-	bool		lost_permanent = false;
-	AcPubItem  *items;
-	int		   *row_of;
-	int			nitems = 0;
-	int			published = 0;
-	char	   *lost_error = NULL;
-	int64		max_payload = 0;
-	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext parent = CurrentMemoryContext;
+	DrainBatch *b = palloc0(sizeof(DrainBatch));
 
-	/* larger batches than the other drains: each ends waiting for its last acks */
-	limit = Max(limit, PUBLISH_BATCH);
+	b->cxt = AllocSetContextCreate(parent, "activity_core outbox batch", ALLOCSET_DEFAULT_SIZES);
+	b->rows = MemoryContextAllocZero(b->cxt, sizeof(OutboxRow) * limit);
 	AcWorkerBegin();
-	rows = MemoryContextAllocZero(cxt, sizeof(OutboxRow) * Max(limit, 1));
-	n = ReadOutbox(q, true, limit, rows, 0, cxt);
-	if (n < limit)
-		n = ReadOutbox(q, false, limit - n, rows, n, cxt);
+	b->n = ReadOutbox(q, true, limit, b->rows, 0, b->cxt);
+	b->full = b->n == limit;
+	if (b->n < limit)
+		b->n = ReadOutbox(q, false, limit - b->n, b->rows, b->n, b->cxt);
 	AcWorkerCommit();
-	MemoryContextSwitchTo(cxt);
-	if (n == 0)
-		return 0;
+	MemoryContextSwitchTo(parent);
+	return b;
+}
 
-	conn_error = EnsureConnection();
+/* Drop a batch that was read but not recorded: its rows go on a later pass. */
+static void
+DropBatch(DrainBatch *b)
+{
+	fresh_after = 0;
+	MemoryContextDelete(b->cxt);
+}
+
+/*
+ * Hand a batch to NATS: connect if needed, refuse for good what is over
+ * the server's max_payload, and start the rest, without waiting for the
+ * acknowledgements (nats_publish.c).
+ */
+static void
+SendBatch(DrainBatch *b)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	int64		max_payload = 0;
+
+	b->conn_error = EnsureConnection();
 	if (pub_nats)
 		max_payload = natsConnection_GetMaxPayload(pub_nats->nc);
-	items = palloc0(sizeof(AcPubItem) * n);
-	row_of = palloc(sizeof(int) * n);
-	for (int i = 0; i < n; i++)
+	b->items = palloc0(sizeof(AcPubItem) * b->n);
+	b->row_of = palloc(sizeof(int) * b->n);
+	for (int i = 0; i < b->n; i++)
 	{
-		OutboxRow  *r = &rows[i];
+		OutboxRow  *r = &b->rows[i];
 		int64		size = AcNatsMessageSize(r->msg_id, VARSIZE_ANY_EXHDR(r->data));
 
-		if (conn_error)
+		if (b->conn_error)
 		{
-			r->error = conn_error;
+			r->error = b->conn_error;
 			AcCountFailure(AC_OP_PUBLISH, AC_FAIL_TRANSIENT);
 			continue;
 		}
@@ -323,113 +354,230 @@ AcDrainOutbox(const char *schema, int limit)
 			AcCountFailure(AC_OP_PUBLISH, AC_FAIL_PERMANENT);
 			continue;
 		}
-		items[nitems].subject = r->subject;
-		items[nitems].msg_id = r->msg_id;
-		items[nitems].data = VARDATA_ANY(r->data);
-		items[nitems].len = VARSIZE_ANY_EXHDR(r->data);
-		row_of[nitems++] = i;
+		b->items[b->nitems].subject = r->subject;
+		b->items[b->nitems].msg_id = r->msg_id;
+		b->items[b->nitems].data = VARDATA_ANY(r->data);
+		b->items[b->nitems].len = VARSIZE_ANY_EXHDR(r->data);
+		b->row_of[b->nitems++] = i;
 	}
-	if (nitems > 0)
+	if (b->nitems > 0)
 	{
-		AcPubBatchResult res;
-		int			culprit = -1;
-		TimestampTz now;
-
 		CHECK_FOR_INTERRUPTS();
-		AcNatsPublishBatch(pub_nats, items, nitems, PUBLISH_WINDOW, &res);
-		now = GetCurrentTimestamp();
-		for (int j = 0; j < nitems; j++)
+		b->started = AcNatsPublishStart(pub_nats, &b->pub, b->items, b->nitems, PUBLISH_WINDOW);
+		if (!b->started)
 		{
-			AcPubItem  *it = &items[j];
-			OutboxRow  *r = &rows[row_of[j]];
-			natsStatus	st = it->sent ? it->status : res.send_status;
-
-			if (it->sent && st == NATS_OK)
-			{
-				published++;
-				AcObserveOutboxAge(AC_OUTBOX_PUBLISH,
-								   (double) (now - r->created_at) / 1e6);
-				continue;
-			}
-			/* JetStream refused this message itself: its own failure */
-			if (it->sent && it->jerr != 0)
-			{
-				r->permanent = it->jerr == JSStreamMessageExceedsMaximumErr;
-				r->error = psprintf("%s (JetStream error %d)", it->error, (int) it->jerr);
-				AcCountFailure(AC_OP_PUBLISH, r->permanent ? AC_FAIL_PERMANENT : AC_FAIL_TRANSIENT);
-				continue;
-			}
-			if (!it->sent && j > res.first_unsent)
-			{
-				/* never handed over: it goes again */
-				r->untried = true;
-				lost = true;
-				continue;
-			}
-			if (culprit < 0)
-			{
-				/* the first message the connection failed under */
-				culprit = j;
-				lost = true;
-				r->permanent = st == NATS_MAX_PAYLOAD ||
-					(res.closed && res.close_status != NATS_OK && AcNatsRefusesMessage(res.close_error));
-				if (r->permanent && res.closed && res.close_error[0])
-					r->error = psprintf("NATS closed the connection: %s", res.close_error);
-				else
-					r->error = psprintf("%s (%s)", it->sent ? it->error : res.send_error,
-										natsStatus_GetText(st));
-				lost_permanent = r->permanent;
-				lost_error = r->error;
-				AcCountFailure(AC_OP_PUBLISH, r->permanent ? AC_FAIL_PERMANENT :
-							   st == NATS_TIMEOUT ? AC_FAIL_TIMEOUT : AC_FAIL_TRANSIENT);
-			}
-			else
-				r->untried = true;
+			/* not even the context: every message is unsent */
+			for (int j = 0; j < b->nitems; j++)
+				b->items[j].sent = false;
 		}
-		/* the rows that went again because the connection failed */
-		for (int j = 0; j < nitems; j++)
-		{
-			OutboxRow  *r = &rows[row_of[j]];
-
-			if (r->untried && !lost_permanent)
-				r->error = psprintf("not tried, NATS did not answer: %s", lost_error ? lost_error : res.send_error);
-		}
-		if (published > 0)
-		{
-			AcCount(AC_STAT_EVENTS_PUBLISHED, published);
-			AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
-		}
-		if (lost && !lost_permanent)
-			AcSetPublisherState(AC_ROUTER_FAILING, lost_error ? lost_error : res.send_error);
 	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Wait for a batch's acknowledgements and give each row its outcome:
+ * published; refused by JetStream (its own failure); the first the
+ * connection failed under (an attempt, and a backoff); or untried (it goes
+ * again, no attempt counted).
+ */
+static void
+CollectBatch(DrainBatch *b)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	AcPubBatchResult *res = &b->pub.res;
+	int			culprit = -1;
+	bool		lost_permanent = false;
+	char	   *lost_error = NULL;
+	TimestampTz now;
+
+	if (b->nitems == 0)
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (b->started)
+		AcNatsPublishFinish(&b->pub);
+	else
+		res->first_unsent = 0;
+	now = GetCurrentTimestamp();
+	for (int j = 0; j < b->nitems; j++)
+	{
+		AcPubItem  *it = &b->items[j];
+		OutboxRow  *r = &b->rows[b->row_of[j]];
+		natsStatus	st = it->sent ? it->status : res->send_status;
+
+		if (it->sent && st == NATS_OK)
+		{
+			b->published++;
+			AcObserveOutboxAge(AC_OUTBOX_PUBLISH, (double) (now - r->created_at) / 1e6);
+			continue;
+		}
+		/* JetStream refused this message itself: its own failure */
+		if (it->sent && it->jerr != 0)
+		{
+			r->permanent = it->jerr == JSStreamMessageExceedsMaximumErr;
+			r->error = psprintf("%s (JetStream error %d)", it->error, (int) it->jerr);
+			AcCountFailure(AC_OP_PUBLISH, r->permanent ? AC_FAIL_PERMANENT : AC_FAIL_TRANSIENT);
+			continue;
+		}
+		if (!it->sent && j > res->first_unsent)
+		{
+			/* never handed over: it goes again */
+			r->untried = true;
+			b->lost = true;
+			continue;
+		}
+		if (culprit < 0)
+		{
+			/* the first message the connection failed under */
+			culprit = j;
+			b->lost = true;
+			r->permanent = st == NATS_MAX_PAYLOAD ||
+				(res->closed && res->close_status != NATS_OK && AcNatsRefusesMessage(res->close_error));
+			if (r->permanent && res->closed && res->close_error[0])
+				r->error = psprintf("NATS closed the connection: %s", res->close_error);
+			else
+				r->error = psprintf("%s (%s)", it->sent ? it->error : res->send_error,
+									natsStatus_GetText(st));
+			lost_permanent = r->permanent;
+			lost_error = r->error;
+			AcCountFailure(AC_OP_PUBLISH, r->permanent ? AC_FAIL_PERMANENT :
+						   st == NATS_TIMEOUT ? AC_FAIL_TIMEOUT : AC_FAIL_TRANSIENT);
+		}
+		else
+			r->untried = true;
+	}
+	/* the rows that go again because the connection failed */
+	for (int j = 0; j < b->nitems; j++)
+	{
+		OutboxRow  *r = &b->rows[b->row_of[j]];
+
+		if (r->untried && !lost_permanent)
+			r->error = psprintf("not tried, NATS did not answer: %s", lost_error ? lost_error : res->send_error);
+	}
+	if (b->published > 0)
+	{
+		AcCount(AC_STAT_EVENTS_PUBLISHED, b->published);
+		AcSetPublisherState(AC_ROUTER_CONNECTED, NULL);
+	}
+	if (b->lost && !lost_permanent)
+		AcSetPublisherState(AC_ROUTER_FAILING, lost_error ? lost_error : res->send_error);
 	/* a closed connection is opened afresh next time */
 	if (pub_nats && natsConnection_IsClosed(pub_nats->nc))
 	{
 		AcNatsClose(pub_nats);
 		pub_nats = NULL;
 	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Record a collected batch in a transaction of its own: delete the rows
+ * JetStream acknowledged, in one statement, and record each failure on
+ * its own, so that one that cannot be recorded holds back none.
+ */
+static void
+RecordBatch(const char *q, DrainBatch *b)
+{
+	OutboxRow  *failed;
+	int			nfailed = 0;
+	OutboxBatch ob;
+	char	  **errors;
 
 	AcWorkerBegin();
-	if (published > 0)
-		DeletePublished(q, rows, n, published);
-	{
-		OutboxRow  *failed = palloc(sizeof(OutboxRow) * n);
-		int			nfailed = 0;
-		OutboxBatch b = {q, failed};
-		char	  **errors;
-
-		/* each failure on its own, so that one that cannot be recorded holds back none */
-		for (int i = 0; i < n; i++)
-			if (rows[i].error != NULL || rows[i].untried)
-				failed[nfailed++] = rows[i];
-		errors = AcEachRowIsolated(nfailed, RecordOutboxRow, &b);
-		for (int i = 0; i < nfailed; i++)
-			if (errors[i])
-				ereport(WARNING,
-						(errmsg("activity_core: could not record the outcome of outbox entry " INT64_FORMAT ": %s",
-								failed[i].id, errors[i])));
-	}
+	if (b->published > 0)
+		DeletePublished(q, b->rows, b->n, b->published);
+	failed = palloc(sizeof(OutboxRow) * b->n);
+	for (int i = 0; i < b->n; i++)
+		if (b->rows[i].error != NULL || b->rows[i].untried)
+			failed[nfailed++] = b->rows[i];
+	ob.q = q;
+	ob.rows = failed;
+	errors = AcEachRowIsolated(nfailed, RecordOutboxRow, &ob);
+	for (int i = 0; i < nfailed; i++)
+		if (errors[i])
+			ereport(WARNING,
+					(errmsg("activity_core: could not record the outcome of outbox entry " INT64_FORMAT ": %s",
+							failed[i].id, errors[i])));
 	AcWorkerCommit();
-	MemoryContextSwitchTo(cxt);
-	return n;
+}
+
+/*
+ * The pipeline of one call, from its first batch (read, not yet sent):
+ * while a batch is in flight, read the next one; once it is answered, send
+ * the next and record this one.  Goes on while batches come full, for at
+ * most PIPELINE_MS; returns how many rows were handled.
+ */
+static int
+DrainPipeline(const char *q, int limit, DrainBatch *cur)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PIPELINE_MS);
+	int			total = 0;
+
+	SendBatch(cur);
+	for (;;)
+	{
+		DrainBatch *next = NULL;
+
+		if (cur->started && cur->full && GetCurrentTimestamp() < until)
+			next = ReadBatch(q, limit);
+		CollectBatch(cur);
+		if (next != NULL && (next->n == 0 || cur->lost))
+		{
+			/* nothing more, or the connection failed: not now */
+			DropBatch(next);
+			next = NULL;
+		}
+		if (next != NULL)
+			SendBatch(next);
+		RecordBatch(q, cur);
+		total += cur->n;
+		MemoryContextDelete(cur->cxt);
+		if (next == NULL)
+			break;
+		cur = next;
+	}
+	return total;
+}
+
+/*
+ * Publish the due outbox rows, a batch at a time; returns how many were
+ * handled.  Each batch goes out asynchronously, its acknowledgements in
+ * flight (nats_publish.c); the rows JetStream acknowledged are deleted in
+ * one statement, the others recorded one by one.  A row NATS refuses for
+ * good (larger than the server's max_payload, or a control line the
+ * server closes the connection over) is marked error_permanent and
+ * skipped from then on.  When the connection fails under a batch, its
+ * first unacknowledged row alone counts an attempt and backs off; the
+ * other unacknowledged rows go on the next pass, on a fresh connection.
+ * An error on the way gives up the batch in flight: its rows stay in the
+ * outbox and go again, with their Msg-Ids.
+ */
+int
+AcDrainOutbox(const char *schema, int limit)
+{
+	const char *q = quote_identifier(schema);
+	/* larger batches than the other drains: each ends waiting for its last acks */
+	int			batch = Max(limit, PUBLISH_BATCH);
+	DrainBatch *first = ReadBatch(q, batch);
+	volatile int total = 0;
+
+	if (first->n == 0)
+	{
+		MemoryContextDelete(first->cxt);
+		return 0;
+	}
+	PG_TRY();
+	{
+		total = DrainPipeline(q, batch, first);
+	}
+	PG_CATCH();
+	{
+		/* what was not recorded goes again, from the head of the key */
+		AcNatsPublishAbandon();
+		fresh_after = 0;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return total;
 }

@@ -313,6 +313,69 @@ def test_router_and_outbox_ride_out_a_nats_restart(restore):
         log_tail(restore.log_start)
 
 
+def subject_count(js, subject):
+    """Messages the stream holds on subject."""
+    info = js.run(js.js.stream_info(STREAM, subjects_filter=subject))
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+def test_outbox_backlog_is_published_once_through_a_nats_restart_and_a_dispatcher_stop(restore):
+    """A backlog of many batches (the dispatcher reads the next one while the
+    last is in flight) is broken twice in the middle of its drain: nats-server
+    is stopped, then the dispatcher is terminated.  Every row reaches the
+    stream exactly once, and the outbox ends empty."""
+    n = 60000
+    etype = f"fault.backlog.{token()}"
+    subject = f"{PREFIX}.{etype}"
+    with connect() as c:
+        dispatcher = worker_pid(c, "activity_core dispatcher")
+
+        def backlog():
+            return c.execute("SELECT count(*) FROM ac_outbox WHERE subject = %s", (subject,)).fetchone()[0]
+
+        def publish(first):
+            c.execute("SELECT count(ac_publish(%s, jsonb_build_object('n', g))) "
+                      "FROM generate_series(%s, %s) g", (etype, first, first + n - 1))
+
+        def mid_drain():
+            """Wait until the drain is under way but far from done."""
+            def once():
+                left = backlog()
+                assert left < n - 4000, f"{left} of {n} rows still in the outbox"
+                return left
+            left = poll(once, timeout=30, interval=0.01)
+            assert left > 0, "the backlog drained before it could be broken"
+            return left
+
+        # 1. nats-server stops in the middle of the drain, and comes back
+        publish(0)
+        left_at_stop = mid_drain()
+        stop_nats()
+        time.sleep(1.0)
+        stuck = backlog()
+        assert stuck > 0, "nothing left in the outbox while NATS was down"
+        stack("start")
+        poll(lambda: require(backlog() == 0, f"{backlog()} rows still in the outbox"), timeout=60)
+
+        # 2. the dispatcher is terminated in the middle of the next drain
+        publish(n)
+        left_at_kill = mid_drain()
+        c.execute("SELECT pg_terminate_backend(%s)", (dispatcher,))
+        worker_pid(c, "activity_core dispatcher", timeout=30, other_than=dispatcher)
+        poll(lambda: require(backlog() == 0, f"{backlog()} rows still in the outbox"), timeout=60)
+        permanent = c.execute("SELECT count(*) FROM ac_outbox WHERE error_permanent").fetchone()[0]
+        assert permanent == 0, f"{permanent} outbox rows failed for good"
+
+    js = JetStream()
+    try:
+        # each row once: the Msg-Ids drop what went twice
+        got = subject_count(js, subject)
+        assert got == 2 * n, (f"the stream holds {got} messages on {subject}, {2 * n} expected "
+                              f"(broken with {left_at_stop} and {left_at_kill} rows left)")
+    finally:
+        js.close()
+
+
 # ---------------------------------------------------------------- 2. Temporal down
 
 def test_events_wait_for_temporal_and_start_when_it_is_back(restore):
