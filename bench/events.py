@@ -59,10 +59,12 @@ def router_pid(conn):
     return row[0] if row else None
 
 
-def rss_kb(pid):
+def rss_kb(pid, key="VmRSS"):
+    """A memory figure of /proc/<pid>/status in kB: VmRSS, or its parts RssAnon
+    (the process's own memory) and RssShmem (shared memory it touched)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -274,6 +276,7 @@ def soak(conn):
     pid = router_pid(conn)
     base = stat(conn, "events_acked")
     samples = []
+    parts = []
     sent = 0
     step = n // 10
     profile = []
@@ -292,14 +295,16 @@ def soak(conn):
         while stat(conn, "events_acked") - base < sent:
             time.sleep(0.05)
         samples.append((sent, rss_kb(pid)))
-    for count, kb in samples:
-        print(f"   after {count:>8} events: RSS {kb / 1024:.1f} MiB")
+        parts.append((sent, rss_kb(pid, "RssAnon"), rss_kb(pid, "RssShmem")))
+    for (count, kb), (_, anon, shmem) in zip(samples, parts):
+        print(f"   after {count:>8} events: RSS {kb / 1024:.1f} MiB "
+              f"(its own memory {anon / 1024:.1f} MiB, shared memory touched {shmem / 1024:.1f} MiB)")
     first = samples[0][1]
     print(f"   growth from the first to the last sample: {(samples[-1][1] - first) * 100 / first:+.1f}% "
           f"(same pid throughout: {router_pid(conn) == pid})")
     for p in profile[:10]:
         print(f"     {p['pct']:5.2f}%  {p['dso']:<20} {p['sym']}")
-    save("events", soak_n=n, soak_rss_kb=samples, soak_growth_pct=(samples[-1][1] - first) * 100 / first,
+    save("events", soak_n=n, soak_rss_kb=samples, soak_anon_shmem_kb=parts, soak_growth_pct=(samples[-1][1] - first) * 100 / first,
          soak_same_pid=router_pid(conn) == pid, router_profile=profile)
 
 

@@ -209,6 +209,11 @@ def main():
             lines.append(f"| router RSS over {fmt(ev.get('soak_n'))} unmatched events | {first[1] / 1024:.1f} MiB after "
                          f"{fmt(first[0])}, {last[1] / 1024:.1f} MiB after {fmt(last[0])} "
                          f"({ev.get('soak_growth_pct', 0):+.1f}%) |")
+            if ev.get("soak_anon_shmem_kb"):
+                _, anon0, shm0 = ev["soak_anon_shmem_kb"][0]
+                _, anon1, shm1 = ev["soak_anon_shmem_kb"][-1]
+                lines.append(f"| its parts: the router's own memory (RssAnon) / shared memory it touched (RssShmem) | "
+                             f"{anon0 / 1024:.1f} / {shm0 / 1024:.1f} MiB first, {anon1 / 1024:.1f} / {shm1 / 1024:.1f} MiB last |")
     if sch:
         lines.append(f"| commit of one INSERT of {fmt(sch.get('n'))} cron definitions / without triggers | "
                      f"{fmt(sch.get('commit_ms'), 1)} / {fmt(sch.get('commit_plain_ms'), 1)} ms ({fmt(sch.get('commit_ratio'), 2)}×) |")

@@ -51,6 +51,15 @@ PGDLLEXPORT void ac_dispatcher_main(Datum arg);
 #define BATCH_SIZE 1000
 #define RECONCILE_RETRY_MS 30000
 
+/*
+ * After a loop that handled only a few rows, pause this long before the
+ * next: under a steady stream of small commits, what commits meanwhile goes
+ * out in one batch instead of one loop (five short transactions) per event.
+ * The first row after a quiet spell goes at once.
+ */
+#define COALESCE_BELOW 64
+#define COALESCE_MS 2
+
 
 /* When the next reconcile is due (the setting may change at any reload). */
 static TimestampTz
@@ -212,7 +221,12 @@ ac_dispatcher_main(Datum arg)
 		MemoryContextReset(loop_cxt);
 
 		if (handled > 0)
+		{
+			if (handled < COALESCE_BELOW)
+				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 COALESCE_MS, PG_WAIT_EXTENSION);
 			continue;
+		}
 		if (ac_reconcile_interval_s > 0 && last_reconcile > 0)
 		{
 			long		until = (long) ((ReconcileDue(last_reconcile, reconcile_failed) -
