@@ -12,8 +12,11 @@ Prints figures, asserts nothing; saves them to bench/results/publish.json:
      once into ac_outbox, against bench/async_publisher (nats.c
      js_PublishAsync) sending as many envelopes of the same shape, once
      with 256 acknowledgements pending and once with the dispatcher's 4,000;
-     the baseline is the faster of the two.  The stream must gain exactly
-     N messages (nothing lost, nothing twice) in each.
+     the baseline is the faster of the two.  The router is stopped
+     (SIGSTOP) through all three, so that each side measures publishing
+     into JetStream alone, not the router's consumption beside it.  The
+     stream must gain exactly N messages (nothing lost, nothing twice) in
+     each.
 Runs against the stack whose environment bench/run.sh exported.
 """
 import json
@@ -209,7 +212,8 @@ def backlog(conn):
 
 def drain(conn):
     n = DRAIN_N
-    print(f"3. draining a backlog of {n} envelopes vs a nats.c async publisher (256 or 4,000 pending)")
+    print(f"3. draining a backlog of {n} envelopes vs a nats.c async publisher (256 or 4,000 pending), "
+          f"the router stopped")
     binary = os.path.join(STATE, "async_publisher")
     subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(REPO, "bench", "async_publisher.c"), "-lnats"],
                    check=True)
@@ -217,6 +221,35 @@ def drain(conn):
     # the dispatcher is up and connected before the clock starts: one event through
     conn.execute("SELECT ac_publish('bench.drain', '{}'::jsonb, %s)", (f"warm-{tag}",))
     wait_outbox_empty(conn)
+    # the router would consume beside one side and after the other (it lags
+    # the fastest publisher): stopped, it takes nothing from either
+    rpid = pipeline_pids(conn)["router"]
+    time.sleep(0.5)
+    os.kill(rpid, signal.SIGSTOP)
+    try:
+        drain_stopped(conn, n, binary, tag)
+    finally:
+        os.kill(rpid, signal.SIGCONT)
+    wait_router_caught_up()
+
+
+def wait_router_caught_up(timeout=180):
+    """Until the router's consumer has nothing pending: what follows starts clean."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with urllib.request.urlopen(os.environ["AC_NATS_MONITOR"] + "/jsz?consumers=true") as r:
+            d = json.load(r)
+        left = [c["num_pending"] + c["num_ack_pending"]
+                for a in d.get("account_details", []) for s in a.get("stream_detail", [])
+                for c in s.get("consumer_detail", []) if c["name"] == "activity-core-event-router"]
+        if left and left[0] == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit("the router did not catch up after the drain")
+
+
+def drain_stopped(conn, n, binary, tag):
+    """The drain and its baselines, while the router is stopped."""
     base = stream_messages()
     t0 = time.time()
     # the backlog commits at once, with the commit-time wake-up ac_publish also asks for
