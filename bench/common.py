@@ -39,6 +39,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def memory_kb(pid):
+    """VmRSS and its parts RssAnon (the process's own memory) and RssShmem
+    (shared memory it touched) of /proc/<pid>/status, in kB."""
+    got = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                got[key] = int(line.split()[1])
+    return got
+
+
 def perf_top(pids, seconds, n=15):
     """The top functions (self time) of the given processes over `seconds`,
     from `perf record`; [] when perf is not usable here."""

@@ -38,7 +38,7 @@ import http.client
 import nats
 import psycopg
 
-from common import QUICK, cpu_seconds, pctl, perf_top, save
+from common import QUICK, cpu_seconds, memory_kb, pctl, perf_top, save
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 NATS_URL = os.environ["AC_NATS_URL"]
@@ -57,16 +57,6 @@ def stat(conn, name):
 def router_pid(conn):
     row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'activity_core router'").fetchone()
     return row[0] if row else None
-
-
-def rss_kb(pid, key="VmRSS"):
-    """A memory figure of /proc/<pid>/status in kB: VmRSS, or its parts RssAnon
-    (the process's own memory) and RssShmem (shared memory it touched)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 async def publish(subject_of, n, payload_of, chunk=2000):
@@ -294,8 +284,9 @@ def soak(conn):
         sent += step
         while stat(conn, "events_acked") - base < sent:
             time.sleep(0.05)
-        samples.append((sent, rss_kb(pid)))
-        parts.append((sent, rss_kb(pid, "RssAnon"), rss_kb(pid, "RssShmem")))
+        kb = memory_kb(pid)
+        samples.append((sent, kb["VmRSS"]))
+        parts.append((sent, kb["RssAnon"], kb["RssShmem"]))
     for (count, kb), (_, anon, shmem) in zip(samples, parts):
         print(f"   after {count:>8} events: RSS {kb / 1024:.1f} MiB "
               f"(its own memory {anon / 1024:.1f} MiB, shared memory touched {shmem / 1024:.1f} MiB)")

@@ -30,6 +30,8 @@ import uuid
 import nats
 import psycopg
 
+from common import memory_kb
+
 NATS_URL = os.environ["AC_NATS_URL"]
 EVENTS = int(os.environ.get("BENCH_MEM_EVENTS", "1000000"))
 CHANGES = int(os.environ.get("BENCH_MEM_CHANGES", "10000"))
@@ -45,17 +47,6 @@ def worker_pid(conn, role):
     row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = %s",
                        (f"activity_core {role}",)).fetchone()
     return row[0] if row else None
-
-
-def rss_kb(pid):
-    """(VmRSS, RssAnon) of pid in kB."""
-    got = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key = line.split(":")[0]
-            if key in ("VmRSS", "RssAnon", "RssShmem"):
-                got[key] = int(line.split()[1])
-    return got
 
 
 def report(what, samples, pid_same):
@@ -93,7 +84,7 @@ def events(conn):
     time.sleep(2)
     pid = worker_pid(conn, "router")
     base = stat(conn, "events_received")
-    samples = [(0, rss_kb(pid))]
+    samples = [(0, memory_kb(pid))]
     step = EVENTS // 10
     sent = 0
     t0 = time.monotonic()
@@ -116,7 +107,7 @@ def events(conn):
             time.sleep(0.1)
         # at rest: the last batch committed and its memory released
         time.sleep(1)
-        samples.append((sent, rss_kb(pid)))
+        samples.append((sent, memory_kb(pid)))
     print(f"   {EVENTS} events in {time.monotonic() - t0:.0f} s")
     report("router", samples, worker_pid(conn, "router") == pid)
     conn.execute("DELETE FROM ac_activity_definitions WHERE name LIKE %s", (f"mem-ev-{TAG}-%",))
@@ -139,7 +130,7 @@ def schedules(conn):
     wait_sync(conn)
     pid = worker_pid(conn, "dispatcher")
     base = stat(conn, "schedule_changes")
-    samples = [(0, rss_kb(pid))]
+    samples = [(0, memory_kb(pid))]
     rounds = CHANGES // 100
     t0 = time.monotonic()
     for r in range(1, rounds + 1):
@@ -158,7 +149,7 @@ def schedules(conn):
             (r, r, r, r, like))
         wait_sync(conn)
         if r % (rounds // 10) == 0:
-            samples.append((stat(conn, "schedule_changes") - base, rss_kb(pid)))
+            samples.append((stat(conn, "schedule_changes") - base, memory_kb(pid)))
     print(f"   {stat(conn, 'schedule_changes') - base} schedule changes in {time.monotonic() - t0:.0f} s")
     report("dispatcher", samples, worker_pid(conn, "dispatcher") == pid)
     conn.execute("DELETE FROM ac_activity_definitions WHERE name LIKE %s", (like,))
@@ -179,13 +170,13 @@ def reconciles(conn):
     backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     dpid = worker_pid(conn, "dispatcher")
     runs0 = stat(conn, "reconcile_runs")
-    bs, ds = [(0, rss_kb(backend))], [(0, rss_kb(dpid))]
+    bs, ds = [(0, memory_kb(backend))], [(0, memory_kb(dpid))]
     t0 = time.monotonic()
     for i in range(1, RECONCILES + 1):
         conn.execute("SELECT count(*) FROM ac_sync_schedules()").fetchone()
         if i % (RECONCILES // 10) == 0:
-            bs.append((i, rss_kb(backend)))
-            ds.append((stat(conn, "reconcile_runs") - runs0, rss_kb(dpid)))
+            bs.append((i, memory_kb(backend)))
+            ds.append((stat(conn, "reconcile_runs") - runs0, memory_kb(dpid)))
     print(f"   {RECONCILES} ac_sync_schedules() in {time.monotonic() - t0:.0f} s; "
           f"reconcile_runs +{stat(conn, 'reconcile_runs') - runs0}")
     print("   the backend calling ac_sync_schedules(), by calls:")

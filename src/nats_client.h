@@ -79,7 +79,6 @@ typedef struct AcPubBatch
 {
 	AcNats	   *n;
 	AcPubItem  *items;
-	int			count;
 	int			sent;			/* items[0..sent) were handed over */
 	void	   *slots;			/* the library's messages, for its answers */
 	AcPubBatchResult res;

@@ -208,7 +208,6 @@ AcNatsPublishStart(AcNats *n, AcPubBatch *b, AcPubItem *items, int count, int wi
 
 	b->n = n;
 	b->items = items;
-	b->count = count;
 	b->sent = 0;
 	b->slots = slots;
 	memset(res, 0, sizeof(*res));

@@ -363,13 +363,8 @@ SendBatch(DrainBatch *b)
 	if (b->nitems > 0)
 	{
 		CHECK_FOR_INTERRUPTS();
+		/* false: not even the context, every item unsent (b->pub.res says why) */
 		b->started = AcNatsPublishStart(pub_nats, &b->pub, b->items, b->nitems, PUBLISH_WINDOW);
-		if (!b->started)
-		{
-			/* not even the context: every message is unsent */
-			for (int j = 0; j < b->nitems; j++)
-				b->items[j].sent = false;
-		}
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -397,8 +392,6 @@ CollectBatch(DrainBatch *b)
 	}
 	if (b->started)
 		AcNatsPublishFinish(&b->pub);
-	else
-		res->first_unsent = 0;
 	now = GetCurrentTimestamp();
 	for (int j = 0; j < b->nitems; j++)
 	{
@@ -557,7 +550,7 @@ int
 AcDrainOutbox(const char *schema, int limit)
 {
 	const char *q = quote_identifier(schema);
-	/* larger batches than the other drains: each ends waiting for its last acks */
+	/* larger batches than the other drains: a whole batch is in flight at once */
 	int			batch = Max(limit, PUBLISH_BATCH);
 	DrainBatch *first = ReadBatch(q, batch);
 	volatile int total = 0;
